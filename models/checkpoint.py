@@ -1,0 +1,157 @@
+"""Checkpoint files: atomic writes, safe loads, and picking the newest good one.
+
+Every checkpoint is a plain ``dict`` of tensors, numbers, strings and containers, saved with
+``torch.save`` and loaded with ``torch.load(..., weights_only=True)`` so that a file carrying a
+pickled payload that would run code is refused. Writes go to a temporary file in the same folder
+that is flushed, fsynced and renamed over the target, so a crash or a full disk leaves either the
+old file or the new one, never a truncated one.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+TMP_PREFIX = ".tmp-"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or read; the message names the file and the cause."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """Save ``obj`` with ``torch.save`` to ``path`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise CheckpointError(
+                f"could not write checkpoint {path}: {exc}; the previous file (if any) is unchanged"
+            ) from exc
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a small text file atomically (used for configs and predictions)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete temporary files a killed run left behind in ``folder`` (recursively)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = [p for p in folder.rglob(TMP_PREFIX + "*") if p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint with ``weights_only=True``; any failure becomes a one-line CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for damaged or hostile files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = "it holds objects that are not plain tensors/containers (refused, nothing was run)"
+        else:
+            reason = f"it is damaged or not a checkpoint ({type(exc).__name__}: {first[:200]})"
+        raise CheckpointError(f"cannot load checkpoint {path}: {reason}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(
+            f"cannot load checkpoint {path}: expected a dict, found {type(obj).__name__}"
+        )
+    return obj
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders 'epoch_2' before 'epoch_10'."""
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
+
+
+def newest_file(folder: str | os.PathLike, patterns: Iterable[str] = ("*.pt", "*.pth", "*.bin")) -> Path | None:
+    """The last file of ``folder`` by natural sort of its name, or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    files = {p for pat in patterns for p in folder.glob(pat) if p.is_file()}
+    files = [p for p in files if not p.name.startswith(TMP_PREFIX)]
+    return max(files, key=lambda p: natural_key(p.name)) if files else None
+
+
+def resume_candidates(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoints to try on resume, best first: ``last.pt`` then ``epoch_NNNN.pt`` newest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    epochs = sorted(ckpt_dir.glob("epoch_*.pt"), key=lambda p: natural_key(p.name), reverse=True)
+    last = [ckpt_dir / "last.pt"] if (ckpt_dir / "last.pt").is_file() else []
+    return last + epochs
+
+
+def load_first_good(candidates: list[Path], map_location: str | torch.device = "cpu") -> tuple[Path, dict] | None:
+    """Load the first candidate that reads cleanly, warning about each damaged one it passes.
+
+    Returns None when there are no candidates; raises CheckpointError when all are damaged.
+    """
+    if not candidates:
+        return None
+    failures: list[str] = []
+    for path in candidates:
+        try:
+            state = load_checkpoint(path, map_location)
+        except CheckpointError as exc:
+            failures.append(str(exc))
+            continue
+        if failures:
+            log.warning("skipped damaged checkpoint(s): %s; resuming from %s instead",
+                        " | ".join(failures), path)
+        return path, state
+    raise CheckpointError("no usable checkpoint to resume from: " + " | ".join(failures)
+                          + ". Move the damaged files away to start the run afresh.")
