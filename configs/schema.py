@@ -1,0 +1,301 @@
+"""The typed training configuration: every key, its type and its default.
+
+A YAML file fills these dataclasses; a key that is not declared here, or a value of the wrong type,
+fails at load time with the key's dotted name and the allowed keys. Command-line overrides are
+``dotted.key=value`` pairs whose value is parsed as YAML (``train.lr=3e-4``,
+``model.encoder.channels=[32,64]``). Paths are relative to the repository root unless absolute.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the dotted key."""
+
+
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SyntheticData:
+    seed: int = 0
+    mode: str = "coach"  # coach | describe
+    train_per_kind: int = 24
+    test_per_kind: int = 4
+
+
+@dataclass
+class DataConfig:
+    kind: str = "synthetic"  # synthetic | pickle
+    root: str = ""  # folder holding the pickles (kind: pickle); relative to the repository root
+    train: str = "train.pkl"
+    test: str = "test.pkl"
+    standard: str = ""  # standards file; needed for reference: subtract (unless pretraining)
+    synthetic: SyntheticData = field(default_factory=SyntheticData)
+    segment: str = "none"  # none | gt | aligned | error
+    labels: str = "all"  # all | random
+    augmented_labels: bool = False
+    prefix: str = ""
+    normalise: str = "root_first_frame"  # none | root_first_frame
+    on_bad: str = "strict"  # strict | skip
+    max_target_len: int = 64
+    num_workers: int = 0
+
+
+@dataclass
+class GraphConfig:
+    layout: str = "smpl22"
+    strategy: str = "spatial"
+    max_hop: int = 1
+    dilation: int = 1
+
+
+@dataclass
+class EncoderConfig:
+    channels: list[int] = field(default_factory=lambda: [64, 64, 128, 128, 256])
+    strides: list[int] = field(default_factory=lambda: [1, 1, 2, 1, 2])
+    temporal_kernel: int = 9
+    dropout: float = 0.0
+    num_attention_graphs: int = 3
+    graph: GraphConfig = field(default_factory=GraphConfig)
+
+
+@dataclass
+class ProjectionConfig:
+    policy: str = "time_pool"  # time_pool | skeleton_pool | origin
+    dropout: float = 0.1
+
+
+@dataclass
+class T5Section:
+    name: str = ""  # hub name or local folder; empty: build from `config` (train from scratch)
+    config: dict = field(default_factory=dict)  # T5Config keys, merged over models.text.TINY_T5
+
+
+@dataclass
+class TokenizerSection:
+    name: str = ""  # hub name or local folder; empty: train on the training texts
+    vocab_size: int = 1000
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    reference: str = "none"  # none | subtract
+    t5: T5Section = field(default_factory=T5Section)
+    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 16  # per process
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    grad_clip: float = 1.0
+    amp: bool = True  # CUDA only: bf16 where supported, else fp16 with a GradScaler
+    drop_last: bool = False
+    init_from: str = ""  # finetune from this checkpoint (else results/<exp>/pretrain_checkpoints/)
+    max_nonfinite: int = 5  # consecutive non-finite losses before the run stops
+    keep_epoch_checkpoints: int = 2
+    save_every_epochs: int = 1
+    log_every: int = 10  # steps between TensorBoard scalars
+    deterministic: bool = False
+    limit_steps: int = 0  # stop each epoch after this many steps (0: no limit); for smoke tests
+
+
+@dataclass
+class EvalConfig:
+    every: int = 1  # epochs between evaluations (always at the end too)
+    batch_size: int = 32
+    num_beams: int = 1
+    max_new_tokens: int = 48
+    metric: str = "CIDEr"  # which metric picks `best.pt`
+    use_java: str = "auto"  # auto | yes | no (PTB tokenizer and METEOR need Java)
+    num_logged_samples: int = 4
+
+
+@dataclass
+class Config:
+    experiment: str = ""  # results/<experiment>/; empty: the config file's stem
+    results_dir: str = "results"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+CHOICES = {
+    "data.kind": ("synthetic", "pickle"),
+    "data.synthetic.mode": ("coach", "describe"),
+    "data.segment": ("none", "gt", "aligned", "error"),
+    "data.labels": ("all", "random"),
+    "data.normalise": ("none", "root_first_frame"),
+    "data.on_bad": ("strict", "skip"),
+    "model.projection.policy": ("time_pool", "skeleton_pool", "origin"),
+    "model.reference": ("none", "subtract"),
+    "model.encoder.graph.layout": ("smpl22", "ntu25"),
+    "model.encoder.graph.strategy": ("uniform", "distance", "spatial"),
+    "device": ("auto", "cpu", "cuda"),
+    "eval.use_java": ("auto", "yes", "no"),
+    "eval.metric": ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"),
+}
+POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.batch_size",
+            "eval.num_beams", "eval.max_new_tokens", "data.max_target_len",
+            "model.tokenizer.vocab_size", "model.encoder.temporal_kernel", "train.max_nonfinite",
+            "train.save_every_epochs", "train.log_every")
+NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip",
+                "train.keep_epoch_checkpoints", "train.limit_steps", "data.num_workers",
+                "model.encoder.dropout", "model.projection.dropout")
+
+
+# ---------------------------------------------------------------------------------------------
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the type ``hint``; ints are accepted where floats are expected."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {hint.__name__} keys, found {value!r}")
+        return _build(hint, value, key)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], key)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, found {type(value).__name__} {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, found {type(value).__name__} {value!r}")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:  # YAML 1.1 reads "3e-4" (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, found {type(value).__name__} {value!r}")
+    if hint in (int, float, str) and (not isinstance(value, hint) or isinstance(value, bool) and hint is not bool):
+        raise ConfigError(f"{key}: expected {hint.__name__}, found {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls: type, raw: dict, prefix: str = "") -> Any:
+    hints = _hints(cls)
+    allowed = [f.name for f in dataclasses.fields(cls)]
+    values = {}
+    for name, value in raw.items():
+        key = f"{prefix}.{name}" if prefix else str(name)
+        if name not in allowed:
+            raise ConfigError(f"unknown config key {key!r}; allowed keys here: {', '.join(allowed)}")
+        values[name] = _coerce(value, hints[name], key)
+    return cls(**values)
+
+
+def _walk(obj: Any, prefix: str = ""):
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value):
+            yield from _walk(value, key)
+        else:
+            yield key, value
+
+
+def validate(cfg: Config) -> Config:
+    """Value checks beyond types: choices and signs."""
+    for key, value in _walk(cfg):
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"{key}: expected one of {', '.join(CHOICES[key])}, found {value!r}")
+        if key in POSITIVE and not value > 0:
+            raise ConfigError(f"{key}: expected a positive number, found {value!r}")
+        if key in NON_NEGATIVE and value < 0:
+            raise ConfigError(f"{key}: expected a number >= 0, found {value!r}")
+    enc = cfg.model.encoder
+    if len(enc.channels) != len(enc.strides):
+        raise ConfigError(f"model.encoder.strides: expected {len(enc.channels)} entries (one per "
+                          f"channel entry), found {len(enc.strides)}")
+    if cfg.data.kind == "pickle" and not cfg.data.root:
+        raise ConfigError("data.root: expected the folder holding the dataset pickles "
+                          "(e.g. data.root=../shared/data/BX), found an empty string")
+    return cfg
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["train.lr=3e-4", "data.labels=random"]`` -> nested dict (values parsed as YAML)."""
+    nested: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override {pair!r}: expected dotted.key=value")
+        key, text = pair.split("=", 1)
+        value = yaml.safe_load(text) if text != "" else ""
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {pair!r}: {part} is not a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: Optional[str | Path] = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    raw = _merge(raw, parse_overrides(overrides or []))
+    try:
+        return validate(_build(Config, raw))
+    except ConfigError as exc:
+        where = f"config file {path}: " if path is not None else ""
+        raise ConfigError(where + str(exc)) from None
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def from_dict(raw: dict) -> Config:
+    return validate(_build(Config, raw))
+
+
+def describe_keys() -> str:
+    """One line per key with its default, for ``--help``."""
+    return "\n".join(f"  {k} = {v!r}" for k, v in _walk(Config()))

@@ -1,0 +1,66 @@
+"""The captioner: STA-GCN encoder -> (optional reference branch) -> projection -> T5.
+
+The skeleton features become T5 encoder inputs through ``inputs_embeds``; T5's decoder writes
+the text. With ``reference="subtract"`` the standard performance (already cropped to the aligned
+segment and resampled to the learner's length by the dataset) goes through the same encoder
+without gradient, and the difference of the two feature maps is concatenated to the learner's
+features before projection. Where no standard exists (pretraining), the learner's first frame
+repeated over time stands in, so the branch sees "how far the pose moved from the start".
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+REFERENCE_MODES = ("none", "subtract")
+
+
+class Captioner(nn.Module):
+    def __init__(self, encoder: nn.Module, projection: nn.Module, t5: nn.Module, tokenizer: Any,
+                 reference: str = "none") -> None:
+        super().__init__()
+        if reference not in REFERENCE_MODES:
+            raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
+        self.encoder = encoder
+        self.projection = projection
+        self.t5 = t5
+        self.tokenizer = tokenizer
+        self.reference = reference
+        self.last_attention: dict[str, torch.Tensor] = {}
+
+    # ----------------------------------------------------------------------------------------
+    def standard_input(self, batch: dict) -> torch.Tensor:
+        """The standard's input features (N, C, T, V); the first frame repeated when absent."""
+        x = batch["x"]  # (N, C, T, V)
+        std = batch.get("std_x")
+        if std is not None:
+            return std
+        return x[:, :, :1].expand_as(x)  # (N, C, 1, V) -> (N, C, T, V)
+
+    def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Skeletons -> T5 encoder inputs: (inputs_embeds (N, L, D), attention_mask (N, L))."""
+        x, mask = batch["x"], batch["mask"]  # (N, C, T, V), (N, T)
+        feats, feat_mask, attention = self.encoder(x, mask)  # (N, T', V, C'), (N, T')
+        self.last_attention = attention
+        if self.reference == "subtract":
+            with torch.no_grad():
+                std_feats, _, _ = self.encoder(self.standard_input(batch), mask)  # (N, T', V, C')
+            feats = torch.cat([feats, feats - std_feats], dim=-1)  # (N, T', V, 2C')
+        tokens, token_mask = self.projection(feats, feat_mask)  # (N, L, D), (N, L)
+        return tokens, token_mask.long()
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Teacher-forced cross-entropy of the target texts (labels padded with -100)."""
+        embeds, attn = self.encode(batch)
+        out = self.t5(inputs_embeds=embeds, attention_mask=attn, labels=batch["labels"])
+        return out.loss
+
+    @torch.no_grad()
+    def generate(self, batch: dict, **generation: Any) -> list[str]:
+        """Captions for a batch; ``generation`` goes to ``T5.generate`` (num_beams, do_sample, ...)."""
+        embeds, attn = self.encode(batch)
+        generation.setdefault("max_new_tokens", 64)
+        ids = self.t5.generate(inputs_embeds=embeds, attention_mask=attn, **generation)
+        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
