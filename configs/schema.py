@@ -115,6 +115,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     every: int = 1  # epochs between evaluations (always at the end too)
+    at_start: bool = False  # also evaluate the untrained model (epoch 0), for a baseline
     batch_size: int = 32
     num_beams: int = 1
     max_new_tokens: int = 48

@@ -6,6 +6,9 @@ segment and resampled to the learner's length by the dataset) goes through the s
 without gradient, and the difference of the two feature maps is concatenated to the learner's
 features before projection. Where no standard exists (pretraining), the learner's first frame
 repeated over time stands in, so the branch sees "how far the pose moved from the start".
+
+An optional text ``prefix`` (e.g. "Motion Instruction : ") is a task prompt on the encoder side:
+its token embeddings are placed before the motion tokens, as T5's task prefixes are.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ REFERENCE_MODES = ("none", "subtract")
 
 class Captioner(nn.Module):
     def __init__(self, encoder: nn.Module, projection: nn.Module, t5: nn.Module, tokenizer: Any,
-                 reference: str = "none") -> None:
+                 reference: str = "none", prefix: str = "") -> None:
         super().__init__()
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
@@ -29,6 +32,8 @@ class Captioner(nn.Module):
         self.tokenizer = tokenizer
         self.reference = reference
         self.last_attention: dict[str, torch.Tensor] = {}
+        ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        self.register_buffer("prefix_ids", torch.tensor(ids, dtype=torch.long), persistent=False)
 
     # ----------------------------------------------------------------------------------------
     def standard_input(self, batch: dict) -> torch.Tensor:
@@ -49,7 +54,14 @@ class Captioner(nn.Module):
                 std_feats, _, _ = self.encoder(self.standard_input(batch), mask)  # (N, T', V, C')
             feats = torch.cat([feats, feats - std_feats], dim=-1)  # (N, T', V, 2C')
         tokens, token_mask = self.projection(feats, feat_mask)  # (N, L, D), (N, L)
-        return tokens, token_mask.long()
+        token_mask = token_mask.long()
+        if self.prefix_ids.numel():
+            n = tokens.shape[0]
+            prompt = self.t5.get_input_embeddings()(self.prefix_ids)  # (P, D)
+            prompt = prompt.to(tokens.dtype).unsqueeze(0).expand(n, -1, -1)  # (N, P, D)
+            tokens = torch.cat([prompt, tokens], dim=1)  # (N, P + L, D)
+            token_mask = torch.cat([token_mask.new_ones(n, prompt.shape[1]), token_mask], dim=1)  # (N, P + L)
+        return tokens, token_mask
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Teacher-forced cross-entropy of the target texts (labels padded with -100)."""
