@@ -1,0 +1,90 @@
+"""Batching: pad clips to the longest in the batch, build the frame mask, tokenise the targets.
+
+``Collator`` is a plain ``collate_fn``, so it works with any sampler (``DistributedSampler``
+included) and with worker processes (it is picklable as long as its tokenizer is).
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+__all__ = ["Collator", "IGNORE_INDEX", "pad_features"]
+
+IGNORE_INDEX = -100  # label value the cross-entropy loss ignores
+
+
+def pad_features(features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack ``(C, T_i, V)`` tensors into ``(N, C, T_max, V)`` zero-padded at the end of time,
+    with the bool frame mask ``(N, T_max)`` (True on real frames)."""
+    lengths = torch.tensor([f.shape[1] for f in features], dtype=torch.long)  # (N,)
+    channels, _, joints = features[0].shape
+    t_max = int(lengths.max())
+    x = features[0].new_zeros((len(features), channels, t_max, joints))  # (N, C, T, V)
+    for i, f in enumerate(features):
+        x[i, :, : f.shape[1]] = f
+    mask = torch.arange(t_max)[None, :] < lengths[:, None]  # (N, T)
+    return x, mask
+
+
+class Collator:
+    """``collate_fn`` for :class:`dataloaders.dataset.MotionTextDataset` items.
+
+    Returns a dict with ``x`` (N, 6, T, V) float, ``mask`` (N, T) bool, ``std_x`` (N, 6, T, V) or
+    ``None`` (when no item carries a standard), ``labels`` (N, L) long with -100 on padding (or
+    ``None`` without a tokenizer), ``lengths`` (N,) long, ``video_names``, ``texts``,
+    ``references``, ``motion_types``. ``T`` is the longest clip in this batch.
+    """
+
+    def __init__(self, tokenizer: Any = None, max_target_len: int = 128) -> None:
+        self.tokenizer = tokenizer
+        self.max_target_len = max_target_len
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if not items:
+            raise ValueError("Collator: cannot collate an empty batch")
+        x, mask = pad_features([item["features"] for item in items])
+        texts = [item["text"] for item in items]
+        return {
+            "x": x,
+            "mask": mask,
+            "std_x": self._standards(items, x.shape[2]),
+            "labels": self._labels(texts),
+            "lengths": mask.sum(dim=1),
+            "video_names": [item["video_name"] for item in items],
+            "texts": texts,
+            "references": [item["references"] for item in items],
+            "motion_types": [item.get("motion_type") for item in items],
+        }
+
+    @staticmethod
+    def _standards(items: Sequence[dict[str, Any]], t_max: int) -> torch.Tensor | None:
+        """The standards padded like ``x``; all items must carry one, or none."""
+        standards = [item.get("standard") for item in items]
+        present = [s is not None for s in standards]
+        if not any(present):
+            return None
+        if not all(present):
+            missing = [item["video_name"] for item, p in zip(items, present) if not p]
+            raise ValueError(f"Collator: items {missing[:3]} carry no standard while others do; "
+                             f"a batch needs a standard for every clip or for none")
+        for item, std in zip(items, standards):
+            if std.shape != item["features"].shape:
+                raise ValueError(f"Collator: {item['video_name']!r}: standard shape "
+                                 f"{tuple(std.shape)} != features shape "
+                                 f"{tuple(item['features'].shape)}")
+        std_x, _ = pad_features(standards)  # (N, C, T, V)
+        return std_x
+
+    def _labels(self, texts: list[str]) -> torch.Tensor | None:
+        """Token ids (N, L) with -100 wherever the tokenizer padded."""
+        if self.tokenizer is None:
+            return None
+        enc = self.tokenizer(texts, padding="longest", truncation=True,
+                             max_length=self.max_target_len, return_tensors="pt")
+        ids = torch.as_tensor(enc["input_ids"], dtype=torch.long)  # (N, L)
+        if "attention_mask" in enc and enc["attention_mask"] is not None:
+            padding = torch.as_tensor(enc["attention_mask"]) == 0  # (N, L)
+        else:
+            padding = ids == self.tokenizer.pad_token_id
+        return ids.masked_fill(padding, IGNORE_INDEX)

@@ -1,0 +1,214 @@
+"""``MotionTextDataset``: validated records -> (features, standard, text) samples.
+
+Everything is computed once at construction (segment crops, joint+bone features, the standard's
+segment resampled to the learner's length); ``__getitem__`` only looks things up.
+
+Segments (``segment=``):
+
+* ``"none"``: the whole clip; with ``reference=True`` the whole standard.
+* ``"gt" | "aligned" | "error"``: the learner's frames ``[<seg>_start_frame, <seg>_end_frame)``
+  and the standard's frames ``[<seg>_std_start_frame, <seg>_std_end_frame)`` (end exclusive, as in
+  the released BX data). Where an end field is missing but ``<seg>_seq_len`` is present, the end is
+  ``start + seq_len`` (the public code's convention). A record without the fields for the chosen
+  segment is a :class:`DataError`.
+
+Reference (``reference=True``): each item carries the standard's segment features, linearly
+resampled over time to the learner segment's length, so both share ``T`` and the frame mask.
+When no standards are given (pretraining on HumanML3D-style data, which has no standard),
+``standard`` is ``None``; the captioner then lets the learner's first frame repeated stand in.
+
+Texts: ``labels="all"`` gives one sample per (clip, text); ``"random"`` one sample per clip whose
+text is drawn per epoch from ``(seed, epoch)`` (call :meth:`set_epoch`). ``augmented_labels=True``
+adds the clip's paraphrases to its training texts. ``train=False`` gives one sample per clip with
+the first label as text (and ``""`` for unlabelled, inference-only clips). ``references`` are
+always all of a clip's ``labels`` (no prefix, no paraphrases).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .features import NORMALISATIONS, compute_features, resample_time
+from .records import SEGMENTS, DataError, segment_key
+
+__all__ = ["MotionTextDataset", "SEGMENT_CHOICES", "LABEL_MODES"]
+
+SEGMENT_CHOICES = ("none",) + SEGMENTS
+LABEL_MODES = ("all", "random")
+
+
+@dataclass(frozen=True)
+class _Clip:
+    video_name: str
+    features: torch.Tensor  # (C, T, V)
+    standard: torch.Tensor | None  # (C, T, V), same T
+    references: list[str]
+    targets: list[str]
+    motion_type: str | None
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+class MotionTextDataset(Dataset):
+    """Samples of skeleton features and target texts (see the module docstring).
+
+    Args:
+        records: normalised records (from :func:`dataloaders.records.load_records`).
+        standards: ``{motion_type: [T, 22, 3]}`` or ``None``.
+        segment: ``none | gt | aligned | error``.
+        labels: ``all | random``.
+        augmented_labels: add ``augmented_labels`` to the training texts.
+        prefix: prepended to every target text (e.g. ``"Motion Instruction : "``).
+        normalise: ``none | root_first_frame`` (per segment: the root at the segment's first frame).
+        reference: carry the standard's segment features (``None`` without standards).
+        train: ``False`` gives one sample per clip with its first label as text.
+        seed: seeds ``labels="random"``.
+        source: a name for the records in error messages (e.g. the file they came from).
+    """
+
+    def __init__(self, records: Sequence[Mapping[str, Any]],
+                 standards: Mapping[str, np.ndarray] | None = None, *, segment: str = "none",
+                 labels: str = "all", augmented_labels: bool = False, prefix: str = "",
+                 normalise: str = "root_first_frame", reference: bool = False,
+                 train: bool = True, seed: int = 0, source: str = "<records>") -> None:
+        _check_choice("segment", segment, SEGMENT_CHOICES)
+        _check_choice("labels", labels, LABEL_MODES)
+        _check_choice("normalise", normalise, NORMALISATIONS)
+        if not records:
+            raise DataError(f"{source}: no records to build a dataset from")
+        self.segment, self.label_mode, self.prefix = segment, labels, prefix
+        self.normalise, self.train, self.seed = normalise, train, seed
+        self.use_augmented = augmented_labels
+        self.source = source
+        use_standard = reference and bool(standards)
+        self._std_cache: dict[tuple[str, int, int], np.ndarray] = {}
+        self._clips = [self._build_clip(i, rec, standards if use_standard else None)
+                       for i, rec in enumerate(records)]
+        names = [clip.video_name for clip in self._clips]
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise DataError(f"{source}: video_name {dup!r} appears more than once")
+        self._items = self._build_items()
+        self._choice = np.zeros(len(self._clips), dtype=np.int64)
+        self.set_epoch(0)
+
+    # ---- construction ----------------------------------------------------------------------
+    def _where(self, index: int, rec: Mapping[str, Any]) -> str:
+        return f"{self.source}: record {index} (video_name={rec.get('video_name')!r})"
+
+    def _bounds(self, index: int, rec: Mapping[str, Any], start_field: str, end_field: str,
+                n_frames: int, what: str) -> tuple[int, int]:
+        """``[start, end)`` of the chosen segment inside a clip of ``n_frames`` frames."""
+        if self.segment == "none":
+            return 0, n_frames
+        start_key = segment_key(self.segment, start_field)
+        end_key = segment_key(self.segment, end_field)
+        len_key = segment_key(self.segment, "seq_len")
+        start, end = rec.get(start_key), rec.get(end_key)
+        if end is None and start is not None and rec.get(len_key) is not None:
+            end = start + rec[len_key]
+        if start is None or end is None:
+            missing = [k for k in (start_key, end_key) if rec.get(k) is None]
+            raise DataError(f"{self._where(index, rec)}: key {missing[0]!r}: expected an int "
+                            f"frame index (segment={self.segment!r} crops the {what} with "
+                            f"{start_key} / {end_key}), found none")
+        if not 0 <= start < end <= n_frames:
+            raise DataError(f"{self._where(index, rec)}: key {end_key!r}: expected "
+                            f"0 <= {start_key} < {end_key} <= {n_frames} (the {what}'s length), "
+                            f"found [{start}, {end})")
+        return int(start), int(end)
+
+    def _standard_features(self, index: int, rec: Mapping[str, Any],
+                           standards: Mapping[str, np.ndarray], length: int) -> torch.Tensor:
+        """The standard's segment features resampled to ``length`` frames: (C, length, V)."""
+        motion_type = rec.get("motion_type")
+        if motion_type not in standards:
+            raise DataError(f"{self._where(index, rec)}: key 'motion_type': expected one of the "
+                            f"standards {sorted(standards)}, found {motion_type!r}")
+        std = standards[motion_type]
+        start, end = self._bounds(index, rec, "std_start_frame", "std_end_frame", len(std),
+                                  f"standard {motion_type!r}")
+        key = (motion_type, start, end)
+        if key not in self._std_cache:
+            self._std_cache[key] = compute_features(std[start:end], self.normalise)
+        return torch.from_numpy(resample_time(self._std_cache[key], length))
+
+    def _build_clip(self, index: int, rec: Mapping[str, Any],
+                    standards: Mapping[str, np.ndarray] | None) -> _Clip:
+        coords = np.asarray(rec["coordinates"], dtype=np.float32)
+        start, end = self._bounds(index, rec, "start_frame", "end_frame", len(coords), "clip")
+        features = torch.from_numpy(compute_features(coords[start:end], self.normalise))
+        standard = (None if standards is None
+                    else self._standard_features(index, rec, standards, end - start))
+        references = list(rec.get("labels") or [])
+        if self.train:
+            targets = references + (list(rec.get("augmented_labels") or [])
+                                    if self.use_augmented else [])
+            if not targets:
+                raise DataError(f"{self._where(index, rec)}: key 'labels': expected at least one "
+                                f"training text, found none")
+        else:
+            targets = references[:1] or [""]
+        return _Clip(str(rec["video_name"]), features, standard, references, targets,
+                     rec.get("motion_type"))
+
+    def _build_items(self) -> list[tuple[int, int]]:
+        """(clip index, text index or -1 for "drawn per epoch") per sample."""
+        if self.train and self.label_mode == "all":
+            return [(c, k) for c, clip in enumerate(self._clips) for k in range(len(clip.targets))]
+        if self.train and self.label_mode == "random":
+            return [(c, -1) for c in range(len(self._clips))]
+        return [(c, 0) for c in range(len(self._clips))]
+
+    # ---- epochs ----------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Re-draw the ``labels="random"`` texts, deterministically from (seed, epoch, clip)."""
+        self.epoch = int(epoch)
+        counts = np.array([len(clip.targets) for clip in self._clips], dtype=np.int64)
+        rng = np.random.default_rng([int(self.seed), self.epoch])
+        self._choice = rng.integers(0, counts)  # (num_clips,): one draw per clip
+
+    # ---- access ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        clip_index, text_index = self._items[index]
+        clip = self._clips[clip_index]
+        if text_index < 0:
+            text_index = int(self._choice[clip_index])
+        return {
+            "video_name": clip.video_name,
+            "features": clip.features,
+            "standard": clip.standard,
+            "text": self.prefix + clip.targets[text_index],
+            "references": clip.references,
+            "motion_type": clip.motion_type,
+        }
+
+    @property
+    def num_clips(self) -> int:
+        return len(self._clips)
+
+    def clip_ids(self) -> list[str]:
+        """Unique video names in dataset order."""
+        return [clip.video_name for clip in self._clips]
+
+    def references(self) -> dict[str, list[str]]:
+        """``{video_name: all labels}`` for scoring."""
+        return {clip.video_name: list(clip.references) for clip in self._clips}
+
+    def motion_types(self) -> dict[str, str | None]:
+        """``{video_name: motion_type}`` (for per-type scores)."""
+        return {clip.video_name: clip.motion_type for clip in self._clips}
+
+    def clip_lengths(self) -> list[int]:
+        """Frames per clip (after the segment crop), in dataset order."""
+        return [int(clip.features.shape[1]) for clip in self._clips]
