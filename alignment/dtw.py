@@ -45,17 +45,26 @@ def local_cost(x: np.ndarray, y: np.ndarray, metric: Metric = "sqeuclidean") -> 
     if x.ndim != y.ndim or x.ndim not in (2, 3) or x.shape[-1] != y.shape[-1]:
         raise ValueError(f"local_cost expects (T1, D) and (T2, D) or (N, T1, D) and (N, T2, D); "
                          f"found {x.shape} and {y.shape}")
-    cross = x @ np.swapaxes(y, -1, -2)  # (.., T1, T2)
     if metric == "cosine":
+        cross = x @ np.swapaxes(y, -1, -2)             # (.., T1, T2)
         nx = np.linalg.norm(x, axis=-1)[..., :, None]  # (.., T1, 1)
         ny = np.linalg.norm(y, axis=-1)[..., None, :]  # (.., 1, T2)
         denom = nx * ny
         sim = np.divide(cross, denom, out=np.zeros_like(cross), where=denom > 0)
         return 1.0 - sim
-    xx = np.einsum("...td,...td->...t", x, x)[..., :, None]  # (.., T1, 1)
-    yy = np.einsum("...td,...td->...t", y, y)[..., None, :]  # (.., 1, T2)
-    sq = np.maximum(xx + yy - 2.0 * cross, 0.0)
-    return np.sqrt(sq) if metric == "euclidean" else sq
+    # |x - y|^2 = [x, |x|^2, 1] . [-2y, 1, |y|^2]: one matrix product, one clamp
+    dim = x.shape[-1]
+    xa = np.empty(x.shape[:-1] + (dim + 2,))           # (.., T1, D + 2)
+    xa[..., :dim] = x
+    xa[..., dim] = np.einsum("...td,...td->...t", x, x)
+    xa[..., dim + 1] = 1.0
+    ya = np.empty(y.shape[:-1] + (dim + 2,))           # (.., T2, D + 2)
+    ya[..., :dim] = -2.0 * y
+    ya[..., dim] = 1.0
+    ya[..., dim + 1] = np.einsum("...td,...td->...t", y, y)
+    sq = xa @ np.swapaxes(ya, -1, -2)                  # (.., T1, T2)
+    np.maximum(sq, 0.0, out=sq)
+    return np.sqrt(sq, out=sq) if metric == "euclidean" else sq
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,63 +93,66 @@ def _accumulate(cost: np.ndarray, len1: np.ndarray, len2: np.ndarray, *, subsequ
                 band: Optional[int], keep: bool) -> _Accumulated:
     """Run the DTW recurrence on a padded batch of local-cost matrices ``cost (N, T1, T2)``.
 
+    Work arrays keep the batch last so that each diagonal step reads and writes contiguous rows.
     Diagonal buffers are indexed by row ``i`` shifted by one (slot 0 is a permanent ``inf``), so the
     three predecessors of the cells of diagonal ``d`` are plain slices of the two previous buffers.
     """
     n, t1, t2 = cost.shape
     inf = np.inf
-    flat = np.ascontiguousarray(cost, dtype=np.float64).reshape(n, t1 * t2)  # (N, T1*T2)
-    bufs = [np.full((n, t1 + 1), inf) for _ in range(3)]  # diagonals d-2, d-1, d: (N, 1 + T1)
-    starts = [np.zeros((n, t1 + 1), dtype=np.int64) for _ in range(3)] if subsequence else None
+    flat = np.ascontiguousarray(np.asarray(cost, dtype=np.float64).reshape(n, t1 * t2).T)  # (T1*T2, N)
+    bufs = [np.full((t1 + 1, n), inf) for _ in range(3)]  # diagonals d-2, d-1, d: (1 + T1, N)
+    starts = [np.zeros((t1 + 1, n), dtype=np.int64) for _ in range(3)] if subsequence else None
     n_diag = t1 + t2 - 1
-    last_row = np.full((n, n_diag), inf)  # D[n, len1[n]-1, d - (len1[n]-1)] by diagonal d
-    last_start = np.zeros((n, n_diag), dtype=np.int64) if subsequence else None
-    history = np.full((n, n_diag, t1 + 1), inf) if keep else None  # (N, T1+T2-1, 1 + T1)
+    last_row = np.full((n_diag, n), inf)  # D[n, len1[n]-1, d - (len1[n]-1)] by diagonal d
+    last_start = np.zeros((n_diag, n), dtype=np.int64) if subsequence else None
+    history = np.full((n_diag, t1 + 1, n), inf) if keep else None  # (T1+T2-1, 1 + T1, N)
     items = np.arange(n)
     last_slot = len1  # slot of row len1 - 1
+    step = max(t2 - 1, 1)
 
     for d in range(n_diag):
         prev2, prev1, cur = bufs
         lo, hi = _diagonal_range(d, t1, t2, band)
-        cur[:, 1:lo + 1] = inf  # rows above this diagonal's range (slots past hi are already inf)
+        cur[1:lo + 1] = inf  # rows above this diagonal's range (slots past hi are already inf)
         if lo <= hi:
-            # cells (i, d - i), i = lo..hi sit at flat index i * T2 + d - i = d + i * (T2 - 1)
-            c = flat[:, d + lo * (t2 - 1): d + hi * (t2 - 1) + 1: max(t2 - 1, 1)]  # (N, hi-lo+1)
-            if t2 == 1:
-                c = flat[:, lo:hi + 1]  # single column: cells (i, 0) with i == d
+            # cells (i, d - i), i = lo..hi, sit at flat row i * T2 + d - i = d + i * (T2 - 1)
+            c = flat[d + lo * step: d + hi * step + 1: step] if t2 > 1 else flat[lo:hi + 1]  # (k, N)
             if d == 0:
-                cur[:, 1] = c[:, 0]
-                if subsequence:
-                    starts[2][:, 1] = 0
+                cur[1] = c[0]
             else:
-                diag = prev2[:, lo:hi + 1]      # (i-1, j-1)
-                up = prev1[:, lo:hi + 1]        # (i-1, j)
-                left = prev1[:, lo + 1:hi + 2]  # (i, j-1)
-                best = np.minimum(np.minimum(diag, up), left)
-                cur[:, lo + 1:hi + 2] = c + best
+                diag = prev2[lo:hi + 1]      # (i-1, j-1)
+                up = prev1[lo:hi + 1]        # (i-1, j)
+                left = prev1[lo + 1:hi + 2]  # (i, j-1)
+                best = np.minimum(diag, up)
+                np.minimum(best, left, out=best)
                 if subsequence:
                     s2, s1, sc = starts
-                    sc[:, lo + 1:hi + 2] = np.where(
-                        diag == best, s2[:, lo:hi + 1],
-                        np.where(up == best, s1[:, lo:hi + 1], s1[:, lo + 1:hi + 2]))
-                    if lo == 0:  # open begin: row 0 starts afresh at column j = d
-                        cur[:, 1] = c[:, 0]
-                        sc[:, 1] = d
-        last_row[:, d] = cur[items, last_slot]
+                    sc[lo + 1:hi + 2] = np.where(
+                        diag == best, s2[lo:hi + 1],
+                        np.where(up == best, s1[lo:hi + 1], s1[lo + 1:hi + 2]))
+                np.add(c, best, out=cur[lo + 1:hi + 2])
+                if subsequence and lo == 0:  # open begin: row 0 starts afresh at column j = d
+                    cur[1] = c[0]
+                    starts[2][1] = d
+        last_row[d] = cur[last_slot, items]
         if subsequence:
-            last_start[:, d] = starts[2][items, last_slot]
+            last_start[d] = starts[2][last_slot, items]
         if keep:
-            history[:, d] = cur
+            history[d] = cur
         bufs = [prev1, cur, prev2]
         if subsequence:
             starts = [starts[1], starts[2], starts[0]]
 
-    return _finish(last_row, last_start, history, len1, len2, subsequence)
+    return _finish(last_row.T, last_start.T if subsequence else None, history, len1, len2,
+                   subsequence)
 
 
 def _finish(last_row: np.ndarray, last_start: Optional[np.ndarray], history: Optional[np.ndarray],
             len1: np.ndarray, len2: np.ndarray, subsequence: bool) -> _Accumulated:
-    """Read each item's result off the last row of its own (unpadded) matrix."""
+    """Read each item's result off the last row of its own (unpadded) matrix.
+
+    ``last_row (N, T1+T2-1)`` by diagonal; ``history (T1+T2-1, 1 + T1, N)`` when kept.
+    """
     n, n_diag = last_row.shape
     cols = np.arange(n_diag)[None, :]                          # (1, T1+T2-1)
     j_of_d = cols - (len1[:, None] - 1)                         # (N, T1+T2-1) column on last row
@@ -158,11 +170,11 @@ def _finish(last_row: np.ndarray, last_start: Optional[np.ndarray], history: Opt
         end, start = len2.copy(), np.zeros(n, dtype=np.int64)
     acc = None
     if history is not None:
-        t1 = history.shape[2] - 1
+        t1 = history.shape[1] - 1
         t2 = n_diag - t1 + 1
         ii = np.arange(t1)[:, None]                             # (T1, 1)
         jj = np.arange(t2)[None, :]                             # (1, T2)
-        acc = history[:, ii + jj, ii + 1]                       # (N, T1, T2)
+        acc = np.moveaxis(history[ii + jj, ii + 1], -1, 0)      # (T1, T2, N) -> (N, T1, T2)
     return _Accumulated(cost=cost, end=end, start=start, acc=acc)
 
 
