@@ -1,0 +1,412 @@
+"""STA-GCN: spatial temporal attention graph convolution, two-stream (joint, bone), padding-safe.
+
+After Shiraki et al., "Spatial Temporal Attention Graph Convolutional Networks with
+Mechanics-Stream for Skeleton-Based Action Recognition" (ACCV 2020), used here as a caption
+encoder: no classifier; the output is a feature map ``(N, T', V, C_out)``.
+
+Architecture
+------------
+``x (N, 6, T, V)`` ->
+
+1. Two feature extractors (ST-GC blocks, ``channels[:extractor_blocks]``), one on the joint
+   stream ``x[:, :3]`` and one on the bone stream ``x[:, 3:]``, each with its own input
+   BatchNorm over (joint, channel) as in ST-GCN. Their outputs are concatenated along channels
+   (``2 * channels[extractor_blocks - 1]``): the fusion point.
+2. Attention branch (ST-GC blocks, ``channels[extractor_blocks:]``) on the fused features. From
+   its last features it produces
+   * the attention node map ``a (N, T', V)`` = sigmoid(BN(conv1x1(BN(f)))), as in the paper;
+   * ``K_att`` attention graphs ``G (N, K_att, V, V)``: two 1x1 embeddings ``theta, phi`` per
+     graph, their per-frame joint-by-joint similarity averaged over VALID frames only,
+     ``S[n,k,v,w] = mean_t <theta[n,k,:,t,v], phi[n,k,:,t,w]> / sqrt(C_e)``, a softmax over the
+     input joints ``v`` (so each column sums to 1, the convention of ``models.graph``), plus a
+     learnable, data-independent edge-importance term ``B (K_att, V, V)`` initialised to zero
+     (2s-AGCN's "C + B"). The paper derives the graphs from a time-pooled conv map passed through
+     tanh/ReLU; the masked similarity here is data dependent in the same way, bounded, and exact
+     under padding.
+3. Perception branch (same block plan as the attention branch) on the fused features re-weighted
+   by the node attention residually, ``f * (1 + a)``. The node map lives at the branch's output
+   rate ``T'``; it is brought back to the extractor's rate by repeating each value
+   ``stride`` times (frame ``t`` uses ``a[t // stride]``), which, unlike interpolation to a size,
+   does not depend on how long the padded batch is. Every perception block convolves with the
+   skeleton partitions ``A * M`` (``M`` a learnable edge importance per block, ST-GCN) PLUS the
+   attention graphs through a second 1x1 kernel.
+
+Why one shared attention/perception pair instead of one per stream: the encoder must hand a single
+node map and a single set of graphs to the captioner (and to whoever visualises them), and the
+attention should see both where a joint is and how its bone points; sharing also halves the cost
+of the two deepest stages. The streams keep separate extractors so that positions and bone vectors
+(different statistics) get their own low-level filters, as in the mechanics-stream paper.
+
+Masking (padded frames never change valid outputs in eval mode)
+-----------------------------------------------------------------
+Padding is at the end of the time axis with a frame mask ``(N, T)``. Every block zeroes padded
+frames before its temporal convolution and on its output, so a zero-padded ("same") temporal conv
+sees exactly what it would see for the clip alone. Strided convs use odd kernels with padding
+``(k - 1) // 2``, so output frame ``t'`` is centred on input ``t' * s``; the mask is downsampled as
+``mask[:, ::s]`` and a clip of ``T`` valid frames keeps ``ceil(T / s)``. Time reductions (the
+similarity mean) are masked means. BatchNorm is ``MaskedBatchNorm``: in training its batch
+statistics are taken over valid frames only (padding neither shifts them nor the running
+estimates); in eval it is the usual affine map with running statistics.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.graph import Graph
+
+PRESETS: dict[str, dict] = {
+    "default": dict(channels=(64, 64, 128, 128, 256), strides=(1, 1, 2, 1, 2), temporal_kernel=9,
+                    num_attention_graphs=4, extractor_blocks=2),
+    "tiny": dict(channels=(16, 32), strides=(1, 2), temporal_kernel=5, num_attention_graphs=2,
+                 extractor_blocks=1),
+}
+
+
+# ============================================================================ helpers =========
+def frame_weights(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The frame mask as a broadcastable multiplier: (N, T) -> (N, 1, T, 1) in ``like``'s dtype."""
+    return mask[:, None, :, None].to(like.dtype)  # (N, T) -> (N, 1, T, 1)
+
+
+def downsample_mask(mask: torch.Tensor, stride: int) -> torch.Tensor:
+    """Frame mask after a 'same'-padded temporal conv with an odd kernel: keeps frames 0, s, 2s..."""
+    return mask[:, ::stride]  # (N, T) -> (N, ceil(T / s))
+
+
+def graph_conv(x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """Sum over subsets of ``x_k @ A_k`` along joints.
+
+    x: (N, K*C, T, V) (a 1x1 conv's output, K blocks of C channels); A: (K, V, V) shared by the
+    batch, or (N, K, V, V) one set per sample. Returns (N, C, T, V).
+    """
+    n, kc, t, v = x.shape
+    k = A.shape[-3]
+    x = x.view(n, k, kc // k, t, v)  # (N, K*C, T, V) -> (N, K, C, T, V)
+    if A.dim() == 3:
+        return torch.einsum("nkctv,kvw->nctw", x, A)  # (N, K, C, T, V) x (K, V, V) -> (N, C, T, V)
+    return torch.einsum("nkctv,nkvw->nctw", x, A)  # (N, K, C, T, V) x (N, K, V, V) -> (N, C, T, V)
+
+
+class MaskedBatchNorm(nn.Module):
+    """BatchNorm over ``(N, C, T, V)`` whose training statistics use valid frames only.
+
+    Same parameters and buffers as ``nn.BatchNorm2d`` (weight, bias, running_mean, running_var,
+    num_batches_tracked). Deliberately NOT a ``_BatchNorm`` subclass, so
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` leaves it alone (statistics stay per process).
+    Statistics are computed in float32 also under autocast.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                False, 0.0, self.eps)
+        xf = x.float()
+        w = frame_weights(mask, xf)  # (N, 1, T, 1)
+        count = (w.sum() * x.shape[3]).clamp(min=1.0)  # valid (n, t, v) positions
+        mean = (xf * w).sum(dim=(0, 2, 3)) / count  # (C,)
+        centred = xf - mean[None, :, None, None]  # (C,) -> (1, C, 1, 1)
+        var = (centred.square() * w).sum(dim=(0, 2, 3)) / count  # (C,) biased
+        with torch.no_grad():
+            unbiased = var * count / (count - 1).clamp(min=1.0)
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(unbiased.detach(), self.momentum)
+            self.num_batches_tracked += 1
+        scale = self.weight.float() * torch.rsqrt(var + self.eps)  # (C,)
+        out = centred * scale[None, :, None, None] + self.bias.float()[None, :, None, None]  # (C,) -> (1, C, 1, 1)
+        return out.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+# ============================================================================ blocks ==========
+class STGCBlock(nn.Module):
+    """One ST-GC block: graph conv -> BN -> ReLU -> temporal conv (stride) -> BN -> dropout,
+    plus a residual, then ReLU. Optional attention graphs enter through their own 1x1 kernel.
+
+    forward(x (N, C_in, T, V), mask (N, T), A (K, V, V), graphs (N, K_att, V, V) or None)
+    -> (y (N, C_out, ceil(T / stride), V) zero on padded frames, mask (N, ceil(T / stride))).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_subsets: int, num_nodes: int, *,
+                 stride: int = 1, temporal_kernel: int = 9, dropout: float = 0.0,
+                 residual: bool = True, num_attention_graphs: int = 0) -> None:
+        super().__init__()
+        self.stride = stride
+        self.gcn = nn.Conv2d(in_channels, out_channels * num_subsets, kernel_size=1)
+        self.edge_importance = nn.Parameter(torch.ones(num_subsets, num_nodes, num_nodes))
+        self.att_gcn = (nn.Conv2d(in_channels, out_channels * num_attention_graphs, kernel_size=1)
+                        if num_attention_graphs > 0 else None)
+        self.bn_spatial = MaskedBatchNorm(out_channels)
+        self.tcn = nn.Conv2d(out_channels, out_channels, kernel_size=(temporal_kernel, 1),
+                             stride=(stride, 1), padding=((temporal_kernel - 1) // 2, 0))
+        self.bn_temporal = MaskedBatchNorm(out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.residual_mode = ("none" if not residual else
+                              "identity" if in_channels == out_channels and stride == 1 else "conv")
+        if self.residual_mode == "conv":
+            self.res_conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=(stride, 1))
+            self.res_bn = MaskedBatchNorm(out_channels)
+
+    def residual(self, x: torch.Tensor, mask_out: torch.Tensor) -> torch.Tensor | float:
+        if self.residual_mode == "none":
+            return 0.0
+        if self.residual_mode == "identity":
+            return x
+        return self.res_bn(self.res_conv(x), mask_out)  # 1x1 conv: no mixing across frames
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, A: torch.Tensor,
+                graphs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        y = graph_conv(self.gcn(x), A * self.edge_importance)  # (N, C_out, T, V)
+        if self.att_gcn is not None and graphs is not None:
+            y = y + graph_conv(self.att_gcn(x), graphs)  # (N, C_out, T, V)
+        y = F.relu(self.bn_spatial(y, mask))
+        y = y * frame_weights(mask, y)  # zero padded frames before the temporal conv
+        y = self.tcn(y)  # (N, C_out, T, V) -> (N, C_out, ceil(T / s), V)
+        mask_out = downsample_mask(mask, self.stride)
+        y = self.dropout(self.bn_temporal(y, mask_out))
+        y = F.relu(y + self.residual(x, mask_out))
+        return y * frame_weights(mask_out, y), mask_out
+
+
+class BlockStack(nn.Module):
+    """A sequence of ST-GC blocks threading the frame mask through."""
+
+    def __init__(self, in_channels: int, channels: Sequence[int], strides: Sequence[int],
+                 num_subsets: int, num_nodes: int, *, temporal_kernel: int, dropout: float,
+                 first_residual: bool = True, num_attention_graphs: int = 0) -> None:
+        super().__init__()
+        widths = [in_channels, *channels]
+        self.blocks = nn.ModuleList(
+            STGCBlock(widths[i], widths[i + 1], num_subsets, num_nodes, stride=strides[i],
+                      temporal_kernel=temporal_kernel, dropout=dropout,
+                      residual=first_residual or i > 0, num_attention_graphs=num_attention_graphs)
+            for i in range(len(channels)))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, A: torch.Tensor,
+                graphs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        for block in self.blocks:
+            x, mask = block(x, mask, A, graphs)
+        return x, mask
+
+
+class StreamExtractor(nn.Module):
+    """Input BatchNorm over (joint, channel) pairs, then the extractor's ST-GC blocks."""
+
+    def __init__(self, in_channels: int, channels: Sequence[int], strides: Sequence[int],
+                 num_subsets: int, num_nodes: int, *, temporal_kernel: int, dropout: float) -> None:
+        super().__init__()
+        self.data_bn = MaskedBatchNorm(in_channels * num_nodes)
+        self.blocks = BlockStack(in_channels, channels, strides, num_subsets, num_nodes,
+                                 temporal_kernel=temporal_kernel, dropout=dropout,
+                                 first_residual=False)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, A: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        n, c, t, v = x.shape
+        flat = x.permute(0, 3, 1, 2).reshape(n, v * c, t, 1)  # (N, C, T, V) -> (N, V*C, T, 1)
+        flat = self.data_bn(flat, mask)
+        x = flat.view(n, v, c, t).permute(0, 2, 3, 1)  # (N, V*C, T, 1) -> (N, C, T, V)
+        x = x * frame_weights(mask, x)
+        return self.blocks(x, mask, A)
+
+
+class AttentionBranch(nn.Module):
+    """ST-GC blocks, then the node attention map and the attention graphs (see module doc)."""
+
+    def __init__(self, in_channels: int, channels: Sequence[int], strides: Sequence[int],
+                 num_subsets: int, num_nodes: int, *, temporal_kernel: int, dropout: float,
+                 num_attention_graphs: int) -> None:
+        super().__init__()
+        width = channels[-1]
+        self.num_graphs = num_attention_graphs
+        self.num_nodes = num_nodes
+        self.embed_channels = max(width // 4, 1)
+        self.blocks = BlockStack(in_channels, channels, strides, num_subsets, num_nodes,
+                                 temporal_kernel=temporal_kernel, dropout=dropout)
+        self.node_bn_in = MaskedBatchNorm(width)
+        self.node_conv = nn.Conv2d(width, 1, kernel_size=1, bias=False)
+        self.node_bn_out = MaskedBatchNorm(1)
+        if num_attention_graphs > 0:
+            self.theta = nn.Conv2d(width, num_attention_graphs * self.embed_channels, kernel_size=1)
+            self.phi = nn.Conv2d(width, num_attention_graphs * self.embed_channels, kernel_size=1)
+            self.graph_bias = nn.Parameter(torch.zeros(num_attention_graphs, num_nodes, num_nodes))
+
+    def node_attention(self, f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(N, C, T', V) -> (N, T', V) in (0, 1), zero on padded frames."""
+        a = self.node_bn_out(self.node_conv(self.node_bn_in(f, mask)), mask)  # (N, 1, T', V)
+        a = torch.sigmoid(a) * frame_weights(mask, a)
+        return a[:, 0]  # (N, 1, T', V) -> (N, T', V)
+
+    def attention_graphs(self, f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(N, C, T', V) -> (N, K_att, V, V): softmax of the masked mean similarity, plus B."""
+        n, _, t, v = f.shape
+        k, ce = self.num_graphs, self.embed_channels
+        if k == 0:
+            return f.new_zeros(n, 0, v, v)
+        w = frame_weights(mask, f)  # (N, 1, T', 1)
+        theta = (self.theta(f) * w).view(n, k, ce, t, v)  # (N, K*Ce, T', V) -> (N, K, Ce, T', V)
+        phi = (self.phi(f) * w).view(n, k, ce, t, v)  # (N, K*Ce, T', V) -> (N, K, Ce, T', V)
+        frames = mask.sum(dim=1).clamp(min=1).to(f.dtype)  # (N,)
+        sim = torch.einsum("nkctv,nkctw->nkvw", theta, phi)  # (N, K, V, V), summed over valid t
+        sim = sim / (frames[:, None, None, None] * math.sqrt(ce))  # (N,) -> (N, 1, 1, 1)
+        return torch.softmax(sim, dim=-2) + self.graph_bias  # columns of the softmax sum to 1
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, A: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        f, mask = self.blocks(x, mask, A)
+        return self.node_attention(f, mask), self.attention_graphs(f, mask), mask
+
+
+# ============================================================================ the encoder =====
+def default_strides(num_blocks: int, extractor_blocks: int) -> tuple[int, ...]:
+    """Stride 2 at the first and at the last block after the extractor, 1 elsewhere."""
+    strides = [1] * num_blocks
+    strides[extractor_blocks] = 2
+    strides[-1] = 2
+    return tuple(strides)
+
+
+def resolve_graph(graph: Graph | Mapping | None) -> Graph:
+    if graph is None:
+        return Graph()
+    if isinstance(graph, Graph):
+        return graph
+    if isinstance(graph, Mapping):
+        return Graph(**graph)
+    raise TypeError(f"graph must be a models.graph.Graph, a dict of Graph arguments or None, "
+                    f"got {type(graph).__name__}")
+
+
+class STAGCN(nn.Module):
+    """Two-stream STA-GCN encoder (see the module docstring).
+
+    Args:
+        in_channels: input channels, split evenly: the first half is the joint stream, the second
+            the bone stream (6 = xyz joints + xyz bones).
+        graph: a ``Graph``, a dict of ``Graph`` arguments, or None for SMPL-22 / spatial.
+        channels: output width of every ST-GC block; the first ``extractor_blocks`` form each
+            stream's extractor, the rest the attention branch and (the same plan) the perception
+            branch. ``out_channels = channels[-1]``.
+        strides: temporal stride per block (same length as ``channels``); None: stride 2 at the
+            first and last branch blocks.
+        temporal_kernel: odd temporal kernel size.
+        dropout: dropout after every temporal conv.
+        num_attention_graphs: number of data-dependent attention graphs (0 disables them).
+        extractor_blocks: how many leading blocks are per-stream; None: ``len(channels) // 2``.
+
+    forward(x (N, C_in, T, V), mask (N, T) bool or None) ->
+        (feats (N, T', V, C_out) zero on padded frames, mask' (N, T') bool,
+         {"node": (N, T', V), "graphs": (N, K_att, V, V)}), ``T' = ceil(T / temporal_stride_total)``.
+    """
+
+    def __init__(self, in_channels: int = 6, graph: Graph | Mapping | None = None,
+                 channels: Sequence[int] = (64, 64, 128, 128, 256),
+                 strides: Sequence[int] | None = (1, 1, 2, 1, 2), temporal_kernel: int = 9,
+                 dropout: float = 0.0, num_attention_graphs: int = 4,
+                 extractor_blocks: int | None = None) -> None:
+        super().__init__()
+        self.graph = resolve_graph(graph)
+        channels = tuple(int(c) for c in channels)
+        extractor_blocks = len(channels) // 2 if extractor_blocks is None else extractor_blocks
+        strides = (default_strides(len(channels), extractor_blocks) if strides is None
+                   else tuple(int(s) for s in strides))
+        self._check_arguments(in_channels, channels, strides, temporal_kernel, num_attention_graphs,
+                              extractor_blocks)
+        self.in_channels = in_channels
+        self.channels, self.strides = channels, strides
+        self.extractor_blocks = extractor_blocks
+        self.num_attention_graphs = num_attention_graphs
+        self.out_channels = channels[-1]
+        self.register_buffer("A", torch.tensor(self.graph.A), persistent=False)
+        k, v = self.graph.num_subsets, self.graph.num_nodes
+        common = dict(temporal_kernel=temporal_kernel, dropout=dropout)
+        ext_c, ext_s = channels[:extractor_blocks], strides[:extractor_blocks]
+        branch_c, branch_s = channels[extractor_blocks:], strides[extractor_blocks:]
+        half = in_channels // 2
+        self.joint_stream = StreamExtractor(half, ext_c, ext_s, k, v, **common)
+        self.bone_stream = StreamExtractor(half, ext_c, ext_s, k, v, **common)
+        fused = 2 * ext_c[-1]
+        self.attention = AttentionBranch(fused, branch_c, branch_s, k, v,
+                                         num_attention_graphs=num_attention_graphs, **common)
+        self.perception = BlockStack(fused, branch_c, branch_s, k, v,
+                                     num_attention_graphs=num_attention_graphs, **common)
+        self.branch_stride = math.prod(branch_s)
+
+    @staticmethod
+    def _check_arguments(in_channels: int, channels: tuple, strides: tuple, temporal_kernel: int,
+                         num_attention_graphs: int, extractor_blocks: int) -> None:
+        if in_channels < 2 or in_channels % 2:
+            raise ValueError(f"in_channels must be even (joint half + bone half), got {in_channels}")
+        if len(strides) != len(channels):
+            raise ValueError(f"strides {strides} must have one entry per block of channels {channels}")
+        if not 1 <= extractor_blocks < len(channels):
+            raise ValueError(f"extractor_blocks must be in 1..{len(channels) - 1} (channels "
+                             f"{channels} need at least one extractor and one branch block), "
+                             f"got {extractor_blocks}")
+        if any(s < 1 for s in strides) or any(c < 1 for c in channels):
+            raise ValueError(f"channels {channels} and strides {strides} must be positive")
+        if temporal_kernel < 1 or temporal_kernel % 2 == 0:
+            raise ValueError(f"temporal_kernel must be odd (same padding keeps frames aligned with "
+                             f"the mask), got {temporal_kernel}")
+        if num_attention_graphs < 0:
+            raise ValueError(f"num_attention_graphs must be >= 0, got {num_attention_graphs}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "STAGCN":
+        """``STAGCN.from_preset("tiny")`` / ``("default")``, with keyword overrides."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown STAGCN preset {name!r}; expected one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    @property
+    def temporal_stride_total(self) -> int:
+        """Product of all strides on the path from input to output: ``T' = ceil(T / this)``."""
+        return math.prod(self.strides)
+
+    def output_length(self, length: int) -> int:
+        """Valid output frames for ``length`` valid input frames."""
+        for s in self.strides:
+            length = -(-length // s)
+        return length
+
+    def _check_input(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels or x.shape[3] != self.graph.num_nodes:
+            raise ValueError(f"STAGCN expects x of shape (N, {self.in_channels}, T, "
+                             f"{self.graph.num_nodes}), got {tuple(x.shape)}")
+        if mask is None:
+            return torch.ones(x.shape[0], x.shape[2], dtype=torch.bool, device=x.device)
+        if mask.shape != (x.shape[0], x.shape[2]):
+            raise ValueError(f"mask must have shape (N, T) = {(x.shape[0], x.shape[2])}, "
+                             f"got {tuple(mask.shape)}")
+        return mask.bool()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        mask = self._check_input(x, mask)
+        x = x * frame_weights(mask, x)  # whatever the padding holds, it is zero from here on
+        half = self.in_channels // 2
+        joints, mask_e = self.joint_stream(x[:, :half], mask, self.A)  # (N, C_e, T_e, V)
+        bones, _ = self.bone_stream(x[:, half:], mask, self.A)  # (N, C_e, T_e, V)
+        fused = torch.cat([joints, bones], dim=1)  # (N, 2*C_e, T_e, V)
+        node, graphs, _ = self.attention(fused, mask_e, self.A)  # (N, T', V), (N, K_att, V, V)
+        t_e = fused.shape[2]
+        node_e = node.repeat_interleave(self.branch_stride, dim=1)[:, :t_e]  # (N, T', V) -> (N, T_e, V)
+        attended = fused * (1.0 + node_e[:, None])  # (N, T_e, V) -> (N, 1, T_e, V)
+        out, mask_out = self.perception(attended, mask_e, self.A, graphs)  # (N, C_out, T', V)
+        feats = out.permute(0, 2, 3, 1)  # (N, C_out, T', V) -> (N, T', V, C_out)
+        return feats, mask_out, {"node": node, "graphs": graphs}
