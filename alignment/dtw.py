@@ -5,6 +5,9 @@ Conventions (shared by every function here and by :mod:`alignment.reference`):
 * A warping path goes from ``(0, 0)`` to ``(T1 - 1, T2 - 1)`` with steps ``(1, 1)``, ``(1, 0)`` and
   ``(0, 1)``; the cost is the sum of the local costs of its cells (no step weights).
 * The accumulated cost is ``D[i, j] = C[i, j] + min(D[i-1, j-1], D[i-1, j], D[i, j-1])``.
+* An optional ``penalty >= 0`` is added to every non-diagonal step (expansion or compression):
+  ``D[i, j] = C[i, j] + min(D[i-1, j-1], D[i-1, j] + p, D[i, j-1] + p)``; it discourages the
+  degenerate paths that map many frames onto one (``p = 0`` is plain DTW).
 * Ties (equal predecessors) are broken in the order diagonal, then up ``(i-1, j)``, then left
   ``(i, j-1)``, both when tracing a path back and when tracking where a subsequence starts.
 * Sakoe-Chiba band of radius ``w``: only cells with ``|i - j| <= w`` are allowed. When
@@ -90,7 +93,7 @@ def _diagonal_range(d: int, t1: int, t2: int, band: Optional[int]) -> tuple[int,
 
 
 def _accumulate(cost: np.ndarray, len1: np.ndarray, len2: np.ndarray, *, subsequence: bool,
-                band: Optional[int], keep: bool) -> _Accumulated:
+                band: Optional[int], keep: bool, penalty: float = 0.0) -> _Accumulated:
     """Run the DTW recurrence on a padded batch of local-cost matrices ``cost (N, T1, T2)``.
 
     Work arrays keep the batch last so that each diagonal step reads and writes contiguous rows.
@@ -123,6 +126,8 @@ def _accumulate(cost: np.ndarray, len1: np.ndarray, len2: np.ndarray, *, subsequ
                 diag = prev2[lo:hi + 1]      # (i-1, j-1)
                 up = prev1[lo:hi + 1]        # (i-1, j)
                 left = prev1[lo + 1:hi + 2]  # (i, j-1)
+                if penalty:
+                    up, left = up + penalty, left + penalty
                 best = np.minimum(diag, up)
                 np.minimum(best, left, out=best)
                 if subsequence:
@@ -188,10 +193,17 @@ def _check_band(band: Optional[int], subsequence: bool) -> Optional[int]:
     return int(band)
 
 
+def _check_penalty(penalty: float) -> float:
+    if not np.isfinite(penalty) or penalty < 0:
+        raise ValueError(f"penalty must be a finite number >= 0, found {penalty!r}")
+    return float(penalty)
+
+
 # --------------------------------------------------------------------------------------------
 # paths
 # --------------------------------------------------------------------------------------------
-def backtrack(acc: np.ndarray, end: Optional[int] = None, *, subsequence: bool = False) -> np.ndarray:
+def backtrack(acc: np.ndarray, end: Optional[int] = None, *, subsequence: bool = False,
+              penalty: float = 0.0) -> np.ndarray:
     """Warping path ``(K, 2)`` of ``(i, j)`` pairs traced back through an accumulated matrix.
 
     Full DTW ends at ``(T1-1, T2-1)`` and starts at ``(0, 0)``; subsequence DTW ends at
@@ -209,7 +221,8 @@ def backtrack(acc: np.ndarray, end: Optional[int] = None, *, subsequence: bool =
         elif j == 0:
             i -= 1
         else:
-            diag, up, left = acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]
+            diag = acc[i - 1, j - 1]
+            up, left = acc[i - 1, j] + penalty, acc[i, j - 1] + penalty
             best = min(diag, up, left)
             if diag == best:
                 i, j = i - 1, j - 1
@@ -247,7 +260,7 @@ class SubsequenceResult:
 
 
 def dtw_from_cost(cost: np.ndarray, *, band: Optional[int] = None, return_acc: bool = False,
-                  return_path: bool = True) -> DTWResult:
+                  return_path: bool = True, penalty: float = 0.0) -> DTWResult:
     """DTW on a precomputed local-cost matrix ``cost (T1, T2)``."""
     cost = np.asarray(cost, dtype=np.float64)
     if cost.ndim != 2 or 0 in cost.shape:
@@ -255,22 +268,22 @@ def dtw_from_cost(cost: np.ndarray, *, band: Optional[int] = None, return_acc: b
     t1, t2 = cost.shape
     keep = return_acc or return_path
     res = _accumulate(cost[None], np.array([t1]), np.array([t2]), subsequence=False,
-                      band=_check_band(band, False), keep=keep)
+                      band=_check_band(band, False), keep=keep, penalty=_check_penalty(penalty))
     acc = res.acc[0] if keep else None
     total = float(res.cost[0])
-    path = backtrack(acc) if return_path and np.isfinite(total) else np.zeros((0, 2), np.int64)
+    path = backtrack(acc, penalty=penalty) if return_path and np.isfinite(total) else np.zeros((0, 2), np.int64)
     return DTWResult(cost=total, path=path, acc=acc if return_acc else None)
 
 
 def dtw(x: np.ndarray, y: np.ndarray, metric: Metric = "sqeuclidean", *, band: Optional[int] = None,
-        return_acc: bool = False, return_path: bool = True) -> DTWResult:
+        return_acc: bool = False, return_path: bool = True, penalty: float = 0.0) -> DTWResult:
     """Exact DTW between ``x (T1, D)`` and ``y (T2, D)``.
 
     Returns the total cost, the warping path (empty when the band admits none, cost ``inf``) and,
     with ``return_acc``, the accumulated-cost matrix ``(T1, T2)``.
     """
     return dtw_from_cost(local_cost(x, y, metric), band=band, return_acc=return_acc,
-                         return_path=return_path)
+                         return_path=return_path, penalty=penalty)
 
 
 def _lengths(lengths: Optional[Sequence[int]], n: int, t: int, name: str) -> np.ndarray:
@@ -284,7 +297,7 @@ def _lengths(lengths: Optional[Sequence[int]], n: int, t: int, name: str) -> np.
 
 def dtw_batch(x: np.ndarray, y: np.ndarray, len_x: Optional[Sequence[int]] = None,
               len_y: Optional[Sequence[int]] = None, metric: Metric = "sqeuclidean", *,
-              band: Optional[int] = None) -> np.ndarray:
+              band: Optional[int] = None, penalty: float = 0.0) -> np.ndarray:
     """DTW costs ``(N,)`` for padded pairs ``x (N, T1, D)``, ``y (N, T2, D)``.
 
     Item ``n`` uses ``x[n, :len_x[n]]`` and ``y[n, :len_y[n]]``; padding values never change a
@@ -298,12 +311,12 @@ def dtw_batch(x: np.ndarray, y: np.ndarray, len_x: Optional[Sequence[int]] = Non
     l1 = _lengths(len_x, n, x.shape[1], "len_x")
     l2 = _lengths(len_y, n, y.shape[1], "len_y")
     cost = local_cost(x, y, metric)  # (N, T1, T2)
-    return dtw_batch_from_cost(cost, l1, l2, band=band)
+    return dtw_batch_from_cost(cost, l1, l2, band=band, penalty=penalty)
 
 
 def dtw_batch_from_cost(cost: np.ndarray, len_x: Optional[Sequence[int]] = None,
                         len_y: Optional[Sequence[int]] = None, *,
-                        band: Optional[int] = None) -> np.ndarray:
+                        band: Optional[int] = None, penalty: float = 0.0) -> np.ndarray:
     """DTW costs ``(N,)`` from padded local-cost matrices ``cost (N, T1, T2)``."""
     cost = np.asarray(cost, dtype=np.float64)
     if cost.ndim != 3 or 0 in cost.shape:
@@ -312,20 +325,21 @@ def dtw_batch_from_cost(cost: np.ndarray, len_x: Optional[Sequence[int]] = None,
     l1 = _lengths(len_x, n, t1, "len_x")
     l2 = _lengths(len_y, n, t2, "len_y")
     return _accumulate(cost, l1, l2, subsequence=False, band=_check_band(band, False),
-                       keep=False).cost
+                       keep=False, penalty=_check_penalty(penalty)).cost
 
 
-def subsequence_dtw_from_cost(cost: np.ndarray, *, return_acc: bool = False) -> SubsequenceResult:
+def subsequence_dtw_from_cost(cost: np.ndarray, *, return_acc: bool = False,
+                              penalty: float = 0.0) -> SubsequenceResult:
     """Subsequence DTW on a local-cost matrix ``cost (T1, T2)`` (query rows, reference columns)."""
     cost = np.asarray(cost, dtype=np.float64)
     if cost.ndim != 2 or 0 in cost.shape:
         raise ValueError(f"cost matrix must be (T1, T2) with T1, T2 >= 1; found {cost.shape}")
     t1, t2 = cost.shape
     res = _accumulate(cost[None], np.array([t1]), np.array([t2]), subsequence=True, band=None,
-                      keep=True)
+                      keep=True, penalty=_check_penalty(penalty))
     acc = res.acc[0]
     end = int(res.end[0])
-    path = backtrack(acc, end, subsequence=True)
+    path = backtrack(acc, end, subsequence=True, penalty=penalty)
     start = int(res.start[0])
     assert path[0, 1] == start, "start tracking and backtracking disagree"
     return SubsequenceResult(start=start, end=end, cost=float(res.cost[0]), path=path,
@@ -333,19 +347,21 @@ def subsequence_dtw_from_cost(cost: np.ndarray, *, return_acc: bool = False) -> 
 
 
 def subsequence_dtw(query: np.ndarray, reference: np.ndarray, metric: Metric = "sqeuclidean", *,
-                    return_acc: bool = False) -> SubsequenceResult:
+                    return_acc: bool = False, penalty: float = 0.0) -> SubsequenceResult:
     """Where ``query (T1, D)`` sits inside ``reference (T2, D)``: open begin and end on the reference.
 
     Every query frame is matched; the reference segment ``reference[start:end]`` (end exclusive)
     is free to start and end anywhere.
     """
-    return subsequence_dtw_from_cost(local_cost(query, reference, metric), return_acc=return_acc)
+    return subsequence_dtw_from_cost(local_cost(query, reference, metric), return_acc=return_acc,
+                                     penalty=penalty)
 
 
 def subsequence_dtw_batch(query: np.ndarray, reference: np.ndarray,
                           len_q: Optional[Sequence[int]] = None,
                           len_r: Optional[Sequence[int]] = None,
-                          metric: Metric = "sqeuclidean") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                          metric: Metric = "sqeuclidean", *, penalty: float = 0.0
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Batched subsequence DTW on padded ``query (N, T1, D)``, ``reference (N, T2, D)``.
 
     Returns ``(cost, start, end)``, each ``(N,)``, with exclusive ends.
@@ -358,5 +374,5 @@ def subsequence_dtw_batch(query: np.ndarray, reference: np.ndarray,
     l1 = _lengths(len_q, n, query.shape[1], "len_q")
     l2 = _lengths(len_r, n, reference.shape[1], "len_r")
     res = _accumulate(local_cost(query, reference, metric), l1, l2, subsequence=True, band=None,
-                      keep=False)
+                      keep=False, penalty=_check_penalty(penalty))
     return res.cost, res.start, res.end

@@ -32,7 +32,7 @@ def naive_local_cost(x: Sequence[Sequence[float]], y: Sequence[Sequence[float]],
     return out
 
 
-def naive_dtw(cost: Matrix, band: Optional[int] = None) -> tuple[float, Matrix]:
+def naive_dtw(cost: Matrix, band: Optional[int] = None, penalty: float = 0.0) -> tuple[float, Matrix]:
     """Full DTW: ``(total cost, accumulated matrix)``; cells outside the band stay ``inf``."""
     t1, t2 = len(cost), len(cost[0])
     inf = math.inf
@@ -49,14 +49,14 @@ def naive_dtw(cost: Matrix, band: Optional[int] = None) -> tuple[float, Matrix]:
             if i > 0 and j > 0:
                 best = min(best, acc[i - 1][j - 1])
             if i > 0:
-                best = min(best, acc[i - 1][j])
+                best = min(best, acc[i - 1][j] + penalty)
             if j > 0:
-                best = min(best, acc[i][j - 1])
+                best = min(best, acc[i][j - 1] + penalty)
             acc[i][j] = c + best
     return acc[t1 - 1][t2 - 1], acc
 
 
-def naive_subsequence_dtw(cost: Matrix) -> tuple[float, int, int, Matrix]:
+def naive_subsequence_dtw(cost: Matrix, penalty: float = 0.0) -> tuple[float, int, int, Matrix]:
     """Subsequence DTW: ``(cost, start, end_exclusive, accumulated)`` with open begin/end on columns."""
     t1, t2 = len(cost), len(cost[0])
     inf = math.inf
@@ -65,17 +65,17 @@ def naive_subsequence_dtw(cost: Matrix) -> tuple[float, int, int, Matrix]:
         acc[0][j] = float(cost[0][j])
     for i in range(1, t1):
         for j in range(t2):
-            best = acc[i - 1][j]
+            best = acc[i - 1][j] + penalty
             if j > 0:
-                best = min(best, acc[i - 1][j - 1], acc[i][j - 1])
+                best = min(best, acc[i - 1][j - 1], acc[i][j - 1] + penalty)
             acc[i][j] = float(cost[i][j]) + best
     end = min(range(t2), key=lambda j: (acc[t1 - 1][j], j))
-    path = naive_backtrack(acc, end, subsequence=True)
+    path = naive_backtrack(acc, end, subsequence=True, penalty=penalty)
     return acc[t1 - 1][end], path[0][1], end + 1, acc
 
 
-def naive_backtrack(acc: Matrix, end_col: Optional[int] = None,
-                    subsequence: bool = False) -> list[tuple[int, int]]:
+def naive_backtrack(acc: Matrix, end_col: Optional[int] = None, subsequence: bool = False,
+                    penalty: float = 0.0) -> list[tuple[int, int]]:
     """Trace a path back from ``(T1-1, end_col)`` (default last column), ties diagonal > up > left."""
     i = len(acc) - 1
     j = len(acc[0]) - 1 if end_col is None else end_col
@@ -86,7 +86,8 @@ def naive_backtrack(acc: Matrix, end_col: Optional[int] = None,
         elif j == 0:
             i -= 1
         else:
-            options = [(acc[i - 1][j - 1], 0), (acc[i - 1][j], 1), (acc[i][j - 1], 2)]
+            options = [(acc[i - 1][j - 1], 0), (acc[i - 1][j] + penalty, 1),
+                       (acc[i][j - 1] + penalty, 2)]
             _, move = min(options)
             if move == 0:
                 i, j = i - 1, j - 1

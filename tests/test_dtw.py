@@ -186,3 +186,37 @@ def test_errors_are_specific():
         D.dtw_batch(np.zeros((2, 3, 1)), np.zeros((2, 3, 1)), [3, 4], [3, 3])
     with pytest.raises(ValueError, match="band"):
         D.dtw(np.zeros((2, 1)), np.zeros((2, 1)), band=-1)
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.3, 2.0])
+def test_step_penalty_matches_naive(penalty):
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(9, 3)), rng.normal(size=(13, 3))
+    cost_m = D.local_cost(x, y)
+    res = D.dtw(x, y, penalty=penalty, return_acc=True)
+    naive_cost, naive_acc = naive_dtw(cost_m.tolist(), penalty=penalty)
+    _close(res.cost, naive_cost)
+    _close(res.acc, naive_acc)
+    assert res.path.tolist() == [list(p) for p in naive_backtrack(naive_acc, penalty=penalty)]
+    sub = D.subsequence_dtw(x, y, penalty=penalty)
+    n_cost, n_start, n_end, n_acc = naive_subsequence_dtw(cost_m.tolist(), penalty=penalty)
+    _close(sub.cost, n_cost)
+    assert (sub.start, sub.end) == (n_start, n_end)
+    assert sub.path.tolist() == [list(p) for p in
+                                 naive_backtrack(n_acc, n_end - 1, subsequence=True, penalty=penalty)]
+    batch = D.dtw_batch(x[None], y[None], penalty=penalty)
+    _close(batch[0], naive_cost)
+    b_cost, b_start, b_end = D.subsequence_dtw_batch(x[None], y[None], penalty=penalty)
+    assert (b_start[0], b_end[0]) == (n_start, n_end)
+
+
+def test_penalty_counts_non_diagonal_steps():
+    rng = np.random.default_rng(9)
+    x, y = rng.normal(size=(6, 2)), rng.normal(size=(10, 2))
+    res = D.dtw(x, y, penalty=0.7)
+    steps = np.diff(res.path, axis=0)
+    non_diag = int((steps.sum(axis=1) == 1).sum())
+    c = D.local_cost(x, y)
+    _close(res.cost, c[res.path[:, 0], res.path[:, 1]].sum() + 0.7 * non_diag)
+    with pytest.raises(ValueError, match="penalty"):
+        D.dtw(x, y, penalty=-1.0)
