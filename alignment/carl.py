@@ -20,6 +20,13 @@ the valid frames of both directions. Only the other view of the same clip is in 
 Augmentations (on coordinates ``(N, T, V, 3)``): a small rotation about the vertical axis, a
 uniform scale, Gaussian joint jitter, and a speed change folded into the view sampling (the
 frames of a view are spaced ``speed`` original frames apart, read by linear interpolation).
+
+A shortcut to watch: two views of one clip share their temporal layout, so frame ``i`` of one view
+and frame ``i`` of the other often have close time stamps and the loss can be lowered by encoding
+the frame's index alone (sinusoidal positions make that easy). Such an embedder scores a high
+Kendall's tau even on a time-reversed clip. ``augment.position_shift`` starts each view's
+positions at a random offset so that the index carries no absolute time; ``alignment.report``
+prints the reversed-clip control.
 """
 from __future__ import annotations
 
@@ -64,6 +71,7 @@ class AugmentConfig:
     speed: list[float] = field(default_factory=lambda: [0.8, 1.25])  # original frames per view step
     crop_ratio: list[float] = field(default_factory=lambda: [1.0, 1.5])  # r ~ U: block = ceil(r n)
     max_offset: float = 0.8               # second view's start within +-max_offset * n frames
+    position_shift: float = 0.0           # each view's positions start at U(0, shift) (training)
     up_axis: int = 1                      # vertical axis of the coordinates (y in SMPL data)
 
 
@@ -122,8 +130,13 @@ class FrameEmbedder(nn.Module):
         self.head = nn.Sequential(nn.Linear(cfg.embed_dim, cfg.embed_dim), nn.ReLU(),
                                   nn.Linear(cfg.embed_dim, cfg.embed_dim))  # training only
 
-    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``x (N, T, C, V)``, ``mask (N, T)`` True on real frames -> embeddings ``(N, T, E)``."""
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                position_offset: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x (N, T, C, V)``, ``mask (N, T)`` True on real frames -> embeddings ``(N, T, E)``.
+
+        ``position_offset (N,)`` shifts each item's positions (a training augmentation that keeps
+        the embedding from reading the frame's index within the view instead of its pose).
+        """
         n, t, c, v = x.shape
         if (c, v) != (self.cfg.channels, self.cfg.joints):
             raise ValueError(f"expected pose features (N, T, {self.cfg.channels}, "
@@ -131,7 +144,9 @@ class FrameEmbedder(nn.Module):
         if mask is None:
             mask = torch.ones(n, t, dtype=torch.bool, device=x.device)
         h = self.pose(x.reshape(n, t, c * v))                       # (N, T, C*V) -> (N, T, D)
-        pos = frame_positions(mask.sum(1), t, self.cfg.max_positions)
+        pos = frame_positions(mask.sum(1), t, self.cfg.max_positions)  # (N, T)
+        if position_offset is not None:
+            pos = pos + position_offset[:, None].to(pos.dtype)
         h = h + sinusoidal_positions(pos, self.cfg.width)           # (N, T, D)
         h = self.encoder(h, src_key_padding_mask=~mask)             # (N, T, D)
         z = F.normalize(self.out(h), dim=-1)                        # (N, T, E)
@@ -266,6 +281,8 @@ class ViewBatch:
     t2: torch.Tensor
     m1: torch.Tensor   # (N, L) real frames
     m2: torch.Tensor
+    o1: Optional[torch.Tensor] = None  # (N,) position offsets
+    o2: Optional[torch.Tensor] = None
 
 
 def pad_clips(clips: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -296,15 +313,18 @@ def make_views(clips: Sequence[np.ndarray], n_frames: int, channels: int, cfg: A
         frames = interpolate_frames(coords, lengths, t)              # (N, L, V, 3)
         frames = augment_coords(frames, masks[view], cfg, rng)
         feats.append(pose_features(frames, channels) * masks[view][:, :, None, None])
+    offsets = [torch.as_tensor(rng.uniform(0.0, cfg.position_shift, n), dtype=torch.float32)
+               if cfg.position_shift > 0 else None for _ in range(2)]
     return ViewBatch(x1=feats[0], x2=feats[1], t1=torch.as_tensor(times[0], dtype=torch.float32),
-                     t2=torch.as_tensor(times[1], dtype=torch.float32), m1=masks[0], m2=masks[1])
+                     t2=torch.as_tensor(times[1], dtype=torch.float32), m1=masks[0], m2=masks[1],
+                     o1=offsets[0], o2=offsets[1])
 
 
 def training_loss(model: FrameEmbedder, views: ViewBatch, *, temperature: float = 0.1,
                   variance: float = 10.0) -> torch.Tensor:
     """Embed both views, project them and return the sequence contrastive loss."""
-    p1 = model.project(model(views.x1, views.m1))
-    p2 = model.project(model(views.x2, views.m2))
+    p1 = model.project(model(views.x1, views.m1, views.o1))
+    p2 = model.project(model(views.x2, views.m2, views.o2))
     return sequence_contrastive_loss(p1, p2, views.t1, views.t2, views.m1, views.m2,
                                      temperature=temperature, variance=variance)
 
