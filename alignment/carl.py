@@ -59,6 +59,7 @@ class EmbedderConfig:
     dropout: float = 0.1
     embed_dim: int = 128
     max_positions: int = 48    # view length in training; longer clips are mapped onto it
+    positions: str = "sinusoidal"  # "sinusoidal" (CARL) or "none" (order-free context)
 
 
 @dataclass
@@ -118,6 +119,8 @@ class FrameEmbedder(nn.Module):
     def __init__(self, cfg: EmbedderConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or EmbedderConfig()
+        if cfg.positions not in ("sinusoidal", "none"):
+            raise ValueError(f"positions must be 'sinusoidal' or 'none', found {cfg.positions!r}")
         in_dim = cfg.channels * cfg.joints
         self.pose = nn.Sequential(
             nn.Linear(in_dim, cfg.pose_hidden), nn.LayerNorm(cfg.pose_hidden), nn.GELU(),
@@ -144,10 +147,11 @@ class FrameEmbedder(nn.Module):
         if mask is None:
             mask = torch.ones(n, t, dtype=torch.bool, device=x.device)
         h = self.pose(x.reshape(n, t, c * v))                       # (N, T, C*V) -> (N, T, D)
-        pos = frame_positions(mask.sum(1), t, self.cfg.max_positions)  # (N, T)
-        if position_offset is not None:
-            pos = pos + position_offset[:, None].to(pos.dtype)
-        h = h + sinusoidal_positions(pos, self.cfg.width)           # (N, T, D)
+        if self.cfg.positions == "sinusoidal":
+            pos = frame_positions(mask.sum(1), t, self.cfg.max_positions)  # (N, T)
+            if position_offset is not None:
+                pos = pos + position_offset[:, None].to(pos.dtype)
+            h = h + sinusoidal_positions(pos, self.cfg.width)       # (N, T, D)
         h = self.encoder(h, src_key_padding_mask=~mask)             # (N, T, D)
         z = F.normalize(self.out(h), dim=-1)                        # (N, T, E)
         return z.masked_fill(~mask[..., None], 0.0)

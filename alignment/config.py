@@ -153,6 +153,9 @@ def validate(cfg: CarlConfig) -> None:
     if cfg.data.source == "pickle" and not cfg.data.train and not cfg.data.standard:
         raise ConfigError("config key 'data.train': give at least one dataset pickle "
                           "(or data.standard) when data.source is 'pickle'")
+    if cfg.model.positions not in ("sinusoidal", "none"):
+        raise ConfigError(f"config key 'model.positions': expected 'sinusoidal' or 'none', "
+                          f"found {cfg.model.positions!r}")
     if cfg.model.channels not in (3, 6):
         raise ConfigError(f"config key 'model.channels': expected 3 or 6, found {cfg.model.channels}")
     if cfg.model.width % cfg.model.heads or cfg.model.width % 2:

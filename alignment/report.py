@@ -3,7 +3,8 @@
     python -m alignment.report --data ../shared/data/BX/BX_test.pkl \\
         --standard ../shared/data/BX/BX_standard.pkl [--embedder results/carl_bx/checkpoints/last.pt]
 
-1. Agreement: each method (window / DTW on pose features, DTW / window on CARL embeddings) writes
+1. Agreement: two baselines that look only at the lengths (the clip placed at the end or in the
+   middle of the standard) and each method (window / DTW on pose features, DTW / window on CARL embeddings) writes
    segments as :mod:`alignment.preprocess` would; the table gives the mean absolute error of
    ``aligned_std_start_frame`` against the file's, the share within 5 frames, and the MAE of
    ``aligned_std_end_frame``.
@@ -44,6 +45,17 @@ def method_segments(records: Sequence[dict], learner: Sequence[np.ndarray],
     return out
 
 
+def length_baseline(records, standards, where: str) -> list[Segment]:
+    """Segments from the lengths alone: the clip placed at the end (or centre) of the standard."""
+    out = []
+    for rec in records:
+        t, t_std = rec["coordinates"].shape[0], standards[rec["motion_type"]].shape[0]
+        length = min(t, t_std)
+        start = t_std - length if where == "end" else (t_std - length) // 2
+        out.append(Segment(0, length, start, start + length, length))
+    return out
+
+
 def agreement_table(records, standards, embedder=None, penalty: float = DEFAULT_PENALTY
                     ) -> list[dict]:
     """Agreement rows for the methods the report compares."""
@@ -59,6 +71,9 @@ def agreement_table(records, standards, embedder=None, penalty: float = DEFAULT_
                      ("carl/window", "carl", "window", "sqeuclidean", 0.0)]
     cache: dict[str, tuple[list, dict]] = {}
     rows = []
+    for label, where in (("baseline: end", "end"), ("baseline: centre", "centre")):
+        segs = length_baseline(records, standards, where)
+        rows += [{"method": label, **row} for row in agreement_rows(segs, records)]
     for label, feats, match, metric, pen in tqdm(variants, desc="methods", file=sys.stderr,
                                                 dynamic_ncols=True):
         if feats not in cache:

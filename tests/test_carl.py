@@ -252,3 +252,21 @@ def test_training_writes_the_run_folder_and_resumes_exactly(tmp_path, monkeypatc
     # another config in the same folder is refused
     with pytest.raises(SystemExit, match="different config"):
         _train(sub, monkeypatch, "resumed", "train.epochs=3", "train.lr=0.01")
+
+
+def test_positions_none_is_order_free_and_offsets_shift_positions():
+    torch.manual_seed(0)
+    clip = torch.tensor(_clips(1)[0])[None]                          # (1, T, V, 3)
+    x = carl.pose_features(clip, 6)                                  # (1, T, C, V)
+    perm = torch.randperm(x.shape[1])
+    free = carl.FrameEmbedder(carl.EmbedderConfig(**{**TINY, "positions": "none"})).eval()
+    torch.testing.assert_close(free(x[:, perm]), free(x)[:, perm], atol=1e-5, rtol=1e-5)
+    model = carl.FrameEmbedder(carl.EmbedderConfig(**TINY)).eval()
+    assert not torch.allclose(model(x[:, perm]), model(x)[:, perm], atol=1e-3)
+    shifted = model(x, position_offset=torch.tensor([5.0]))
+    assert not torch.allclose(shifted, model(x), atol=1e-4)
+    views = carl.make_views(_clips(3), 16, 6, carl.AugmentConfig(position_shift=10.0),
+                            np.random.default_rng(0))
+    assert views.o1.shape == (3,) and float(views.o1.min()) >= 0 and float(views.o2.max()) <= 10
+    with pytest.raises(ValueError, match="positions"):
+        carl.FrameEmbedder(carl.EmbedderConfig(positions="learned"))
