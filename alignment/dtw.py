@@ -92,17 +92,41 @@ def _diagonal_range(d: int, t1: int, t2: int, band: Optional[int]) -> tuple[int,
     return lo, hi
 
 
-def _accumulate(cost: np.ndarray, len1: np.ndarray, len2: np.ndarray, *, subsequence: bool,
+def _batch_last(cost: np.ndarray) -> np.ndarray:
+    """``(N, T1, T2) -> (T1, T2, N)`` contiguous float64: the layout :func:`_accumulate` reads."""
+    return np.ascontiguousarray(np.asarray(cost, dtype=np.float64).transpose(1, 2, 0))
+
+
+def local_cost_batch_last(x: np.ndarray, y: np.ndarray, metric: Metric = "sqeuclidean") -> np.ndarray:
+    """:func:`local_cost` of ``x (N, T1, D)`` and ``y (N, T2, D)`` laid out as ``(T1, T2, N)``.
+
+    For the Euclidean costs the norms, the factor -2 and the clamp are applied while the matrix
+    product is transposed, so the batch costs one product and a few passes over the output.
+    """
+    if metric == "cosine":
+        return _batch_last(local_cost(x, y, metric))
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    cross = x @ np.swapaxes(y, -1, -2)                                   # (N, T1, T2)
+    out = np.empty(cross.shape[1:] + cross.shape[:1])                    # (T1, T2, N)
+    np.multiply(cross.transpose(1, 2, 0), -2.0, out=out)                 # (N, T1, T2) -> (T1, T2, N)
+    out += np.einsum("ntd,ntd->tn", x, x)[:, None, :]                    # |x_i|^2: (T1, 1, N)
+    out += np.einsum("ntd,ntd->tn", y, y)[None, :, :]                    # |y_j|^2: (1, T2, N)
+    np.maximum(out, 0.0, out=out)
+    return np.sqrt(out, out=out) if metric == "euclidean" else out
+
+
+def _accumulate(cost_t: np.ndarray, len1: np.ndarray, len2: np.ndarray, *, subsequence: bool,
                 band: Optional[int], keep: bool, penalty: float = 0.0) -> _Accumulated:
-    """Run the DTW recurrence on a padded batch of local-cost matrices ``cost (N, T1, T2)``.
+    """Run the DTW recurrence on a padded batch of local costs laid out ``cost_t (T1, T2, N)``.
 
     Work arrays keep the batch last so that each diagonal step reads and writes contiguous rows.
     Diagonal buffers are indexed by row ``i`` shifted by one (slot 0 is a permanent ``inf``), so the
     three predecessors of the cells of diagonal ``d`` are plain slices of the two previous buffers.
     """
-    n, t1, t2 = cost.shape
+    t1, t2, n = cost_t.shape
     inf = np.inf
-    flat = np.ascontiguousarray(np.asarray(cost, dtype=np.float64).reshape(n, t1 * t2).T)  # (T1*T2, N)
+    flat = cost_t.reshape(t1 * t2, n)  # (T1, T2, N) -> (T1*T2, N)
     bufs = [np.full((t1 + 1, n), inf) for _ in range(3)]  # diagonals d-2, d-1, d: (1 + T1, N)
     starts = [np.zeros((t1 + 1, n), dtype=np.int64) for _ in range(3)] if subsequence else None
     n_diag = t1 + t2 - 1
@@ -267,7 +291,7 @@ def dtw_from_cost(cost: np.ndarray, *, band: Optional[int] = None, return_acc: b
         raise ValueError(f"cost matrix must be (T1, T2) with T1, T2 >= 1; found {cost.shape}")
     t1, t2 = cost.shape
     keep = return_acc or return_path
-    res = _accumulate(cost[None], np.array([t1]), np.array([t2]), subsequence=False,
+    res = _accumulate(cost[:, :, None], np.array([t1]), np.array([t2]), subsequence=False,
                       band=_check_band(band, False), keep=keep, penalty=_check_penalty(penalty))
     acc = res.acc[0] if keep else None
     total = float(res.cost[0])
@@ -310,8 +334,9 @@ def dtw_batch(x: np.ndarray, y: np.ndarray, len_x: Optional[Sequence[int]] = Non
     n = x.shape[0]
     l1 = _lengths(len_x, n, x.shape[1], "len_x")
     l2 = _lengths(len_y, n, y.shape[1], "len_y")
-    cost = local_cost(x, y, metric)  # (N, T1, T2)
-    return dtw_batch_from_cost(cost, l1, l2, band=band, penalty=penalty)
+    return _accumulate(local_cost_batch_last(x, y, metric), l1, l2, subsequence=False,
+                       band=_check_band(band, False), keep=False,
+                       penalty=_check_penalty(penalty)).cost
 
 
 def dtw_batch_from_cost(cost: np.ndarray, len_x: Optional[Sequence[int]] = None,
@@ -324,7 +349,7 @@ def dtw_batch_from_cost(cost: np.ndarray, len_x: Optional[Sequence[int]] = None,
     n, t1, t2 = cost.shape
     l1 = _lengths(len_x, n, t1, "len_x")
     l2 = _lengths(len_y, n, t2, "len_y")
-    return _accumulate(cost, l1, l2, subsequence=False, band=_check_band(band, False),
+    return _accumulate(_batch_last(cost), l1, l2, subsequence=False, band=_check_band(band, False),
                        keep=False, penalty=_check_penalty(penalty)).cost
 
 
@@ -335,7 +360,7 @@ def subsequence_dtw_from_cost(cost: np.ndarray, *, return_acc: bool = False,
     if cost.ndim != 2 or 0 in cost.shape:
         raise ValueError(f"cost matrix must be (T1, T2) with T1, T2 >= 1; found {cost.shape}")
     t1, t2 = cost.shape
-    res = _accumulate(cost[None], np.array([t1]), np.array([t2]), subsequence=True, band=None,
+    res = _accumulate(cost[:, :, None], np.array([t1]), np.array([t2]), subsequence=True, band=None,
                       keep=True, penalty=_check_penalty(penalty))
     acc = res.acc[0]
     end = int(res.end[0])
@@ -373,6 +398,7 @@ def subsequence_dtw_batch(query: np.ndarray, reference: np.ndarray,
     n = query.shape[0]
     l1 = _lengths(len_q, n, query.shape[1], "len_q")
     l2 = _lengths(len_r, n, reference.shape[1], "len_r")
-    res = _accumulate(local_cost(query, reference, metric), l1, l2, subsequence=True, band=None,
+    res = _accumulate(local_cost_batch_last(query, reference, metric), l1, l2, subsequence=True,
+                      band=None,
                       keep=False, penalty=_check_penalty(penalty))
     return res.cost, res.start, res.end

@@ -220,3 +220,10 @@ def test_penalty_counts_non_diagonal_steps():
     _close(res.cost, c[res.path[:, 0], res.path[:, 1]].sum() + 0.7 * non_diag)
     with pytest.raises(ValueError, match="penalty"):
         D.dtw(x, y, penalty=-1.0)
+
+
+@pytest.mark.parametrize("metric", D.METRICS)
+def test_batch_last_local_cost_equals_local_cost(metric):
+    rng = np.random.default_rng(10)
+    x, y = rng.normal(size=(3, 5, 4)), rng.normal(size=(3, 7, 4))
+    _close(D.local_cost_batch_last(x, y, metric), D.local_cost(x, y, metric).transpose(1, 2, 0))
