@@ -20,7 +20,8 @@ Methods:
   standard) with a penalty on non-diagonal steps (``--penalty``, in units of the pair's median
   local cost); the standard segment may be shorter or longer than the clip (the dataset
   resamples it to the learner's length).
-* ``carl``: subsequence DTW on the frame embeddings of a trained CARL embedder (cosine cost).
+* ``carl``: subsequence DTW (cosine cost, same penalty) on the frame embeddings of a trained
+  CARL embedder, or with ``--carl-match window`` the best same-length window of embeddings.
 
 Where the input already carries ``aligned_*`` fields, the agreement of the new ones with them is
 printed (mean absolute frame error and the share within 5 frames, on ``aligned_std_start_frame``:
@@ -113,7 +114,7 @@ def dtw_segment(learner: np.ndarray, standard: np.ndarray, metric: str = "sqeucl
 
 def align_records(records: Sequence[dict], standards: dict[str, np.ndarray], method: str, *,
                   features: str = "joints", metric: Optional[str] = None,
-                  embedder=None, penalty: float = DEFAULT_PENALTY,
+                  embedder=None, penalty: float = DEFAULT_PENALTY, carl_match: str = "dtw",
                   progress: bool = True) -> list[Segment]:
     """One :class:`Segment` per record against the standard of its ``motion_type``."""
     if method not in METHODS:
@@ -138,7 +139,7 @@ def align_records(records: Sequence[dict], standards: dict[str, np.ndarray], met
     for rec, feats in tqdm(list(zip(records, learners)), desc=f"aligning ({method})",
                            disable=not progress, file=sys.stderr, dynamic_ncols=True):
         std = std_feats[rec["motion_type"]]
-        if method == "window":
+        if method == "window" or (method == "carl" and carl_match == "window"):
             out.append(window_segment(feats, std))
         else:
             out.append(dtw_segment(feats, std, metric, penalty))
@@ -227,6 +228,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--penalty", type=float, default=DEFAULT_PENALTY,
                         help="dtw/carl: non-diagonal step penalty in units of the clip's median "
                              f"local cost (default {DEFAULT_PENALTY}; 0 = plain subsequence DTW)")
+    parser.add_argument("--carl-match", choices=("dtw", "window"), default="dtw",
+                        help="carl: subsequence DTW (default) or same-length window on embeddings")
     parser.add_argument("--out", required=True, type=Path, help="output pickle (a new file)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -258,6 +261,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     segments = align_records(records, standards, args.method, features=args.features,
                              metric=args.metric, embedder=embedder, penalty=args.penalty,
+                             carl_match=args.carl_match,
                              progress=not args.no_progress)
     write_pickle_atomic(with_fields(raw, segments), args.out)
     print(f"wrote {len(segments)} clips with aligned_* fields ({args.method}) to {args.out}")

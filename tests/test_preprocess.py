@@ -125,9 +125,14 @@ def test_carl_method_runs_with_a_checkpoint(tmp_path):
                                          embed_dim=16))
     atomic_save(embedder_state(model), tmp_path / "carl.pt")
     out = tmp_path / "out.pkl"
-    assert _run(data, std_path, out, "carl", "--embedder", str(tmp_path / "carl.pt")) == 0
-    for rec in safe_load(out):
-        assert 0 <= rec["aligned_std_start_frame"] < rec["aligned_std_end_frame"] <= 90
+    for match in ("dtw", "window"):
+        assert _run(data, std_path, out, "carl", "--embedder", str(tmp_path / "carl.pt"),
+                    "--carl-match", match, "--overwrite") == 0
+        for rec in safe_load(out):
+            assert 0 <= rec["aligned_std_start_frame"] < rec["aligned_std_end_frame"] <= 90
+            if match == "window":
+                assert rec["aligned_std_end_frame"] - rec["aligned_std_start_frame"] == \
+                    rec["aligned_seq_len"]
 
 
 def test_window_segment_when_the_clip_is_longer_than_the_standard():
