@@ -150,11 +150,11 @@ class FrameEmbedder(nn.Module):
         if self.cfg.positions == "sinusoidal":
             pos = frame_positions(mask.sum(1), t, self.cfg.max_positions)  # (N, T)
             if position_offset is not None:
-                pos = pos + position_offset[:, None].to(pos.dtype)
+                pos = pos + position_offset[:, None].to(pos.dtype)  # (N, T) + (N, 1)
             h = h + sinusoidal_positions(pos, self.cfg.width)       # (N, T, D)
         h = self.encoder(h, src_key_padding_mask=~mask)             # (N, T, D)
         z = F.normalize(self.out(h), dim=-1)                        # (N, T, E)
-        return z.masked_fill(~mask[..., None], 0.0)
+        return z.masked_fill(~mask[..., None], 0.0)                # (N, T, E), (N, T, 1)
 
     def project(self, z: torch.Tensor) -> torch.Tensor:
         """Projection head for the loss ``(N, T, E) -> (N, T, E)`` (not used for alignment)."""
@@ -182,7 +182,7 @@ def sequence_contrastive_loss(z1: torch.Tensor, z2: torch.Tensor, t1: torch.Tens
     pair = m1[:, :, None] & m2[:, None, :]                          # (N, T1, T2)
     loss_12 = _soft_cross_entropy(logits, prior, pair)              # frames of view 1 over view 2
     loss_21 = _soft_cross_entropy(logits.transpose(1, 2), prior.transpose(1, 2),
-                                  pair.transpose(1, 2))
+                                  pair.transpose(1, 2))             # (N, T1, T2) -> (N, T2, T1)
     total = (loss_12 * m1).sum() + (loss_21 * m2).sum()
     return total / (m1.sum() + m2.sum()).clamp(min=1)
 
@@ -220,11 +220,12 @@ def augment_coords(coords: torch.Tensor, mask: torch.Tensor, cfg: AugmentConfig,
     scales = torch.as_tensor(rng.uniform(cfg.scale[0], cfg.scale[1], n), dtype=dtype)
     origin = coords[:, :1, :1, :]                                   # (N, 1, 1, 3)
     rot = vertical_rotation(angles, cfg.up_axis)                    # (N, 3, 3)
-    out = torch.einsum("ntvc,nkc->ntvk", coords - origin, rot) * scales[:, None, None, None]
+    out = torch.einsum("ntvc,nkc->ntvk", coords - origin, rot)      # (N, T, V, 3) rotated
+    out = out * scales[:, None, None, None]                         # (N, 1, 1, 1) scales
     if cfg.jitter > 0:
         out = out + torch.as_tensor(rng.normal(0.0, cfg.jitter, size=tuple(coords.shape)),
                                     dtype=dtype)
-    return (out + origin) * mask[:, :, None, None]
+    return (out + origin) * mask[:, :, None, None]                  # (N, T, 1, 1) mask
 
 
 def interpolate_frames(coords: torch.Tensor, lengths: torch.Tensor,
@@ -243,7 +244,7 @@ def change_speed(coords: torch.Tensor, factor: float) -> torch.Tensor:
     """Play ``coords (T, V, 3)`` ``factor`` times faster: ``1 + floor((T - 1) / factor)`` frames."""
     t = coords.shape[0]
     times = torch.arange(0, 1 + int((t - 1) / factor + 1e-9), dtype=torch.float64) * factor
-    return interpolate_frames(coords[None], torch.tensor([t]), times[None])[0]
+    return interpolate_frames(coords[None], torch.tensor([t]), times[None])[0]  # (1, T', V, 3) -> (T', V, 3)
 
 
 def sample_view_times(length: int, n_frames: int, cfg: AugmentConfig,
@@ -316,7 +317,7 @@ def make_views(clips: Sequence[np.ndarray], n_frames: int, channels: int, cfg: A
         t = torch.as_tensor(times[view], dtype=torch.float32)
         frames = interpolate_frames(coords, lengths, t)              # (N, L, V, 3)
         frames = augment_coords(frames, masks[view], cfg, rng)
-        feats.append(pose_features(frames, channels) * masks[view][:, :, None, None])
+        feats.append(pose_features(frames, channels) * masks[view][:, :, None, None])  # (N, L, C, V)
     offsets = [torch.as_tensor(rng.uniform(0.0, cfg.position_shift, n), dtype=torch.float32)
                if cfg.position_shift > 0 else None for _ in range(2)]
     return ViewBatch(x1=feats[0], x2=feats[1], t1=torch.as_tensor(times[0], dtype=torch.float32),

@@ -94,7 +94,7 @@ def _diagonal_range(d: int, t1: int, t2: int, band: Optional[int]) -> tuple[int,
 
 def _batch_last(cost: np.ndarray) -> np.ndarray:
     """``(N, T1, T2) -> (T1, T2, N)`` contiguous float64: the layout :func:`_accumulate` reads."""
-    return np.ascontiguousarray(np.asarray(cost, dtype=np.float64).transpose(1, 2, 0))
+    return np.ascontiguousarray(np.asarray(cost, dtype=np.float64).transpose(1, 2, 0))  # (T1, T2, N)
 
 
 def local_cost_batch_last(x: np.ndarray, y: np.ndarray, metric: Metric = "sqeuclidean") -> np.ndarray:
@@ -172,6 +172,7 @@ def _accumulate(cost_t: np.ndarray, len1: np.ndarray, len2: np.ndarray, *, subse
         if subsequence:
             starts = [starts[1], starts[2], starts[0]]
 
+    # (T1+T2-1, N) -> (N, T1+T2-1)
     return _finish(last_row.T, last_start.T if subsequence else None, history, len1, len2,
                    subsequence)
 
@@ -185,7 +186,7 @@ def _finish(last_row: np.ndarray, last_start: Optional[np.ndarray], history: Opt
     n, n_diag = last_row.shape
     cols = np.arange(n_diag)[None, :]                          # (1, T1+T2-1)
     j_of_d = cols - (len1[:, None] - 1)                         # (N, T1+T2-1) column on last row
-    valid = (j_of_d >= 0) & (j_of_d < len2[:, None])
+    valid = (j_of_d >= 0) & (j_of_d < len2[:, None])            # (N, T1+T2-1)
     items = np.arange(n)
     if subsequence:
         row = np.where(valid, last_row, np.inf)
@@ -291,7 +292,7 @@ def dtw_from_cost(cost: np.ndarray, *, band: Optional[int] = None, return_acc: b
         raise ValueError(f"cost matrix must be (T1, T2) with T1, T2 >= 1; found {cost.shape}")
     t1, t2 = cost.shape
     keep = return_acc or return_path
-    res = _accumulate(cost[:, :, None], np.array([t1]), np.array([t2]), subsequence=False,
+    res = _accumulate(cost[:, :, None], np.array([t1]), np.array([t2]), subsequence=False,  # (T1, T2, 1)
                       band=_check_band(band, False), keep=keep, penalty=_check_penalty(penalty))
     acc = res.acc[0] if keep else None
     total = float(res.cost[0])
@@ -313,7 +314,7 @@ def dtw(x: np.ndarray, y: np.ndarray, metric: Metric = "sqeuclidean", *, band: O
 def _lengths(lengths: Optional[Sequence[int]], n: int, t: int, name: str) -> np.ndarray:
     if lengths is None:
         return np.full(n, t, dtype=np.int64)
-    out = np.asarray(lengths, dtype=np.int64).reshape(-1)
+    out = np.asarray(lengths, dtype=np.int64).reshape(-1)  # (N,)
     if out.shape[0] != n or out.min(initial=1) < 1 or out.max(initial=1) > t:
         raise ValueError(f"{name} must hold {n} lengths in [1, {t}]; found {out.tolist()}")
     return out
@@ -360,7 +361,8 @@ def subsequence_dtw_from_cost(cost: np.ndarray, *, return_acc: bool = False,
     if cost.ndim != 2 or 0 in cost.shape:
         raise ValueError(f"cost matrix must be (T1, T2) with T1, T2 >= 1; found {cost.shape}")
     t1, t2 = cost.shape
-    res = _accumulate(cost[:, :, None], np.array([t1]), np.array([t2]), subsequence=True, band=None,
+    res = _accumulate(cost[:, :, None], np.array([t1]), np.array([t2]),  # (T1, T2, N=1)
+                      subsequence=True, band=None,
                       keep=True, penalty=_check_penalty(penalty))
     acc = res.acc[0]
     end = int(res.end[0])
