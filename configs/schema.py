@@ -120,7 +120,7 @@ class EvalConfig:
     num_beams: int = 1
     max_new_tokens: int = 48
     metric: str = "CIDEr"  # which metric picks `best.pt`
-    use_java: str = "auto"  # auto | yes | no (PTB tokenizer and METEOR need Java)
+    use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
     num_logged_samples: int = 4
 
 
@@ -148,7 +148,6 @@ CHOICES = {
     "model.encoder.graph.layout": ("smpl22", "ntu25"),
     "model.encoder.graph.strategy": ("uniform", "distance", "spatial"),
     "device": ("auto", "cpu", "cuda"),
-    "eval.use_java": ("auto", "yes", "no"),
     "eval.metric": ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"),
 }
 POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.batch_size",
