@@ -1,0 +1,179 @@
+"""The captioner end to end: padding invariance, reference branch, prefix, overfitting, offline errors."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from dataloaders.collate import Collator
+from dataloaders.dataset import MotionTextDataset
+from dataloaders.records import load_records, load_standards
+from dataloaders import synthetic
+from models import text
+from models.captioner import Captioner
+from models.graph import Graph
+from models.projection import Projection
+from models.stagcn import STAGCN
+
+POLICIES = ("time_pool", "skeleton_pool", "origin")
+T5_TINY = dict(d_model=64, d_ff=128, d_kv=16, num_layers=1, num_decoder_layers=1, num_heads=4,
+               dropout_rate=0.0)
+
+
+@pytest.fixture(scope="module")
+def coach_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synthetic")
+    synthetic.write(folder, seed=3, mode="coach", train_per_kind=2, test_per_kind=1)
+    standards = load_standards(folder / "standard.pkl")
+    records = load_records(folder / "train.pkl", standards=standards)
+    return records, standards
+
+
+@pytest.fixture(scope="module")
+def tokenizer(coach_data):
+    records, _ = coach_data
+    return text.train_tokenizer([t for r in records for t in r["labels"]], vocab_size=300)
+
+
+def make_captioner(tokenizer, policy="time_pool", reference="none", prefix="", channels=(16, 32),
+                   strides=(1, 2), t5=None) -> Captioner:
+    torch.manual_seed(0)
+    encoder = STAGCN(in_channels=6, graph=Graph("smpl22"), channels=channels, strides=strides,
+                     temporal_kernel=5, num_attention_graphs=2)
+    t5_model = text.build_t5(tokenizer, config=t5 or T5_TINY)
+    width = encoder.out_channels * (2 if reference == "subtract" else 1)
+    projection = Projection(width, t5_model.config.d_model, policy=policy)
+    return Captioner(encoder, projection, t5_model, tokenizer, reference=reference, prefix=prefix)
+
+
+@pytest.mark.parametrize("reference", ["none", "subtract"])
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_clip_alone_equals_the_same_clip_padded_in_a_batch(coach_data, tokenizer, policy, reference):
+    records, standards = coach_data
+    ds = MotionTextDataset(records, standards, segment="aligned", reference=reference == "subtract",
+                           train=False)
+    collate = Collator(tokenizer)
+    model = make_captioner(tokenizer, policy, reference).eval()
+    lengths = [ds[i]["features"].shape[1] for i in range(len(ds))]
+    short = min(range(len(ds)), key=lambda i: lengths[i])
+    long = max(range(len(ds)), key=lambda i: lengths[i])
+    assert lengths[short] < lengths[long]
+    with torch.no_grad():
+        alone, alone_mask = model.encode(collate([ds[short]]))
+        batch, batch_mask = model.encode(collate([ds[long], ds[short]]))
+        loss_alone = model(collate([ds[short]]))
+        loss_batched = model(collate([ds[short], ds[short]]))
+    n_valid = int(alone_mask[0].sum())
+    assert int(batch_mask[1].sum()) == n_valid
+    torch.testing.assert_close(batch[1][batch_mask[1].bool()], alone[0][alone_mask[0].bool()],
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loss_alone, loss_batched, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_branch_uses_the_standard_and_first_frame_without_one(coach_data, tokenizer):
+    records, standards = coach_data
+    ds = MotionTextDataset(records[:4], standards, segment="aligned", reference=True, train=False)
+    collate = Collator(tokenizer)
+    model = make_captioner(tokenizer, reference="subtract").eval()
+    batch = collate([ds[i] for i in range(4)])
+    assert batch["std_x"] is not None
+    with torch.no_grad():
+        with_std, _ = model.encode(batch)
+        without = dict(batch, std_x=None)
+        no_std, _ = model.encode(without)
+        # stand-in for pretraining: the first frame repeated over time, built without a loop
+        first = dict(batch, std_x=batch["x"][:, :, :1].repeat(1, 1, batch["x"].shape[2], 1))
+        repeated, _ = model.encode(first)
+    assert not torch.allclose(with_std, no_std)
+    torch.testing.assert_close(no_std, repeated)
+
+
+def test_the_standard_gets_no_gradient(coach_data, tokenizer):
+    records, standards = coach_data
+    ds = MotionTextDataset(records[:3], standards, segment="aligned", reference=True)
+    batch = Collator(tokenizer)([ds[i] for i in range(3)])
+    batch["std_x"] = batch["std_x"].clone().requires_grad_(True)
+    batch["x"] = batch["x"].clone().requires_grad_(True)
+    model = make_captioner(tokenizer, reference="subtract")
+    model(batch).backward()
+    assert batch["std_x"].grad is None
+    assert batch["x"].grad is not None and batch["x"].grad.abs().sum() > 0
+
+
+def test_prefix_is_placed_before_the_motion_tokens(coach_data, tokenizer):
+    records, _ = coach_data
+    ds = MotionTextDataset(records[:2], train=False)
+    batch = Collator(tokenizer)([ds[0], ds[1]])
+    plain = make_captioner(tokenizer).eval()
+    prompted = make_captioner(tokenizer, prefix="the person").eval()
+    prompted.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        a, a_mask = plain.encode(batch)
+        b, b_mask = prompted.encode(batch)
+    n_prefix = len(tokenizer("the person", add_special_tokens=False)["input_ids"])
+    assert n_prefix > 0 and b.shape[1] == a.shape[1] + n_prefix
+    torch.testing.assert_close(b[:, n_prefix:], a)
+    expected = plain.t5.get_input_embeddings()(prompted.prefix_ids)
+    torch.testing.assert_close(b[0, :n_prefix], expected)
+    assert b_mask[:, :n_prefix].all()
+
+
+def test_labels_padding_is_ignored_by_the_loss(coach_data, tokenizer):
+    records, _ = coach_data
+    ds = MotionTextDataset(records[:2], train=False)
+    batch = Collator(tokenizer)([ds[0], ds[1]])
+    assert (batch["labels"] == -100).any()  # two texts of different lengths
+    model = make_captioner(tokenizer).eval()
+    with torch.no_grad():
+        loss = model(batch)
+        embeds, attn = model.encode(batch)
+        logits = model.t5(inputs_embeds=embeds, attention_mask=attn, labels=batch["labels"]).logits
+    keep = batch["labels"] != -100
+    manual = torch.nn.functional.cross_entropy(logits[keep], batch["labels"][keep])
+    torch.testing.assert_close(loss, manual)
+
+
+def test_tiny_captioner_overfits_eight_clips(coach_data, tokenizer):
+    records, standards = coach_data
+    ds = MotionTextDataset(records[:8], standards, segment="aligned", reference=True, train=False)
+    batch = Collator(tokenizer)([ds[i] for i in range(8)])
+    model = make_captioner(tokenizer, reference="subtract", channels=(32, 64),
+                           t5=dict(T5_TINY, d_model=128, d_ff=256, d_kv=32, num_layers=2,
+                                   num_decoder_layers=2))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    start = time.perf_counter()
+    for step in range(400):
+        loss = model(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if loss.item() < 0.02:
+            break
+    elapsed = time.perf_counter() - start
+    print(f"overfit: final loss {loss.item():.4f} after {step + 1} steps, {elapsed:.1f} s")
+    assert loss.item() < 0.1
+    model.eval()
+    generated = model.generate(batch, max_new_tokens=48)
+    assert generated == [t.strip() for t in batch["texts"]]
+
+
+def test_uncached_hub_name_offline_fails_with_a_clear_message(monkeypatch, tokenizer):
+    import huggingface_hub.constants
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as a user offline would set it
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
+    with pytest.raises(text.ModelSourceError, match="train from scratch"):
+        text.build_t5(tokenizer, name="motion2text-no-such-model/t5-nothing")
+    with pytest.raises(text.ModelSourceError, match="model.tokenizer.name"):
+        text.load_tokenizer("motion2text-no-such-model/t5-nothing")
+
+
+def test_trained_tokenizer_round_trips_and_ids_agree_with_t5(tmp_path, tokenizer):
+    tokenizer.save_pretrained(tmp_path)
+    again = text.load_tokenizer(str(tmp_path))
+    sample = "the left elbow drops during the jab"
+    assert again(sample)["input_ids"] == tokenizer(sample)["input_ids"]
+    t5 = text.build_t5(again, config=T5_TINY)
+    text.check_special_ids(t5, again)
+    assert t5.config.decoder_start_token_id == again.pad_token_id
+    assert again(sample)["input_ids"][-1] == again.eos_token_id
