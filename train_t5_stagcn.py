@@ -510,7 +510,8 @@ def train_one_epoch(ddp_model, model, data, cfg, dist, optimizer, scheduler, sca
     n_steps = steps_per_epoch(data, cfg, dist)
     loader = epoch_loader(data, cfg, dist, state.epoch, state.batch_in_epoch)
     bar = tqdm(total=n_steps, initial=state.batch_in_epoch, desc=f"epoch {state.epoch + 1}/{cfg.train.epochs}",
-               disable=not dist.main, dynamic_ncols=True, leave=False)
+               disable=not dist.main, dynamic_ncols=True, leave=False,
+               mininterval=0.5 if sys.stderr.isatty() else 30.0)  # quiet in log files
     nonfinite_in_row, t0, seen, loss_sum = 0, time.perf_counter(), 0, 0.0
     for batch in loader:
         if state.batch_in_epoch >= n_steps:
@@ -522,8 +523,9 @@ def train_one_epoch(ddp_model, model, data, cfg, dist, optimizer, scheduler, sca
         if scaler:
             scaler.unscale_(optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or float("inf"))
-        loss_value = loss.detach().float().item()  # one sync per step: needed to skip bad steps
-        if not (math.isfinite(loss_value) and math.isfinite(grad_norm.item())):
+        # one host sync per step, needed to skip non-finite steps identically on every rank
+        loss_value, norm_value = torch.stack([loss.detach().float(), grad_norm.float()]).tolist()
+        if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
             nonfinite_in_row, state.nonfinite_total = nonfinite_in_row + 1, state.nonfinite_total + 1
             optimizer.zero_grad(set_to_none=True)
             if scaler:
@@ -556,7 +558,7 @@ def train_one_epoch(ddp_model, model, data, cfg, dist, optimizer, scheduler, sca
         if writer is not None and state.step % cfg.train.log_every == 0:
             writer.add_scalar("train/loss", loss_value, state.step)
             writer.add_scalar("train/lr", lr, state.step)
-            writer.add_scalar("train/grad_norm", float(grad_norm), state.step)
+            writer.add_scalar("train/grad_norm", norm_value, state.step)
         if stop_requested(stop, dist):
             on_step_checkpoint()
             bar.close()

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import functools
-import pickle
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from dataloaders import synthetic
 from dataloaders.dataset import MotionTextDataset
 from dataloaders.features import SMPL22_PARENTS
 from dataloaders.records import load_records, load_standards
+from dataloaders.safe_pickle import safe_load
 
 PARENTS = np.array(SMPL22_PARENTS[1:])
 CHILDREN = np.arange(1, 22)
@@ -66,8 +66,7 @@ def test_written_files_pass_validation(tmp_path, mode):
     train = load_records(tmp_path / "train.pkl", standards=standards)
     test = load_records(tmp_path / "test.pkl", standards=standards)
     assert len(train) == 3 * len(synthetic.KINDS) and len(test) == len(synthetic.KINDS)
-    with open(tmp_path / "train.pkl", "rb") as fh:
-        raw = pickle.load(fh)
+    raw = safe_load(tmp_path / "train.pkl")  # the raw file, as written
     assert raw[0]["coordinates"].dtype == np.float32 and raw[0]["coordinates"].shape[1] == 66
     for rec in train + test:
         assert len(rec["labels"]) >= 3 and len(rec["augmented_labels"]) >= 3
