@@ -119,26 +119,6 @@ def broadcast_object(obj: Any, dist: Dist) -> Any:
 
 
 # ============================================================================ run folder =====
-def resolve_run_dir(cfg: schema.Config, cfg_path: Path) -> Path:
-    """``results/<exp>/config.yaml`` runs in its own folder; other configs in results/<name>/."""
-    results = (REPO_ROOT / cfg.results_dir).resolve()
-    if cfg_path.name == "config.yaml" and cfg_path.resolve().parent.parent == results:
-        return cfg_path.resolve().parent
-    return results / (cfg.experiment or cfg_path.stem)
-
-
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        key = f"{prefix}{k}"
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += config_differences(a, b, key + ".")
-        elif a != b and not any(key.startswith(r) for r in RESUMABLE_CHANGES):
-            keys.append(f"{key}: {a!r} -> {b!r}")
-    return keys
-
-
 def prepare_run_dir(cfg: schema.Config, cfg_path: Path, run_dir: Path, dist: Dist,
                     allow_change: bool) -> None:
     """Create the folder, refuse one that belongs to another config, save the resolved config."""
@@ -150,7 +130,7 @@ def prepare_run_dir(cfg: schema.Config, cfg_path: Path, run_dir: Path, dist: Dis
         if saved.is_file() and not is_source and not allow_change:
             import yaml
             old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-            diff = config_differences(old, schema.to_dict(cfg))
+            diff = ckpt.config_differences(old, schema.to_dict(cfg), RESUMABLE_CHANGES)
             if diff:
                 raise SystemExit(
                     f"error: {run_dir} belongs to a different config ({saved}); differing keys: "
@@ -602,7 +582,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg_path = Path(args.cfg_file)
     cfg = schema.load_config(cfg_path, args.overrides)
     dist = setup_distributed(cfg, args.local_rank)
-    run_dir = resolve_run_dir(cfg, cfg_path)
+    run_dir = ckpt.resolve_run_dir(REPO_ROOT / cfg.results_dir, cfg_path, cfg.experiment)
     prepare_run_dir(cfg, cfg_path, run_dir, dist, args.allow_config_change)
     setup_logging(run_dir, dist)
     seed_everything(cfg.seed, cfg.train.deterministic)

@@ -33,7 +33,6 @@ import argparse
 import os
 import pickle
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -43,6 +42,7 @@ from tqdm import tqdm
 
 from alignment.dtw import METRICS, local_cost, subsequence_dtw_from_cost
 from alignment.window import best_window
+from models.checkpoint import atomic_write
 
 METHODS = ("dtw", "window", "carl")
 FEATURES = ("joints", "bones", "joints_bones")
@@ -187,21 +187,6 @@ def format_agreement(method: str, rows: list[dict]) -> str:
 
 
 # ============================================================================ files ===========
-def write_pickle_atomic(obj, path: Path) -> None:
-    """Pickle ``obj`` to a temporary file beside ``path`` and rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump(obj, fh, protocol=4)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def same_file(a: Path, b: Path) -> bool:
     if a.resolve() == b.resolve():
         return True
@@ -263,7 +248,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                              metric=args.metric, embedder=embedder, penalty=args.penalty,
                              carl_match=args.carl_match,
                              progress=not args.no_progress)
-    write_pickle_atomic(with_fields(raw, segments), args.out)
+    atomic_write(args.out, lambda fh: pickle.dump(with_fields(raw, segments), fh, protocol=4))
     print(f"wrote {len(segments)} clips with aligned_* fields ({args.method}) to {args.out}")
     if has_aligned_fields(records):
         print(f"agreement with the aligned_* fields in {args.data}:")

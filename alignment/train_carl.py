@@ -47,27 +47,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def resolve_run_dir(cfg: C.CarlConfig, cfg_path: Path) -> Path:
-    """``results/<exp>/config.yaml`` runs in its own folder; other configs in results/<name>/."""
-    results = (REPO_ROOT / "results").resolve()
-    if cfg_path.name == "config.yaml" and cfg_path.resolve().parent.parent == results:
-        return cfg_path.resolve().parent
-    return results / (cfg.name or cfg_path.stem)
-
-
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ (ignoring keys that may change on resume)."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        dotted = f"{prefix}{key}"
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, dotted + ".")
-        elif a != b and dotted not in RESUMABLE_CHANGES:
-            out.append(f"{dotted}: {a!r} -> {b!r}")
-    return out
-
-
 def prepare_run_dir(cfg: C.CarlConfig, cfg_path: Path, run_dir: Path, allow_change: bool) -> None:
     """Create the run folder, refuse one that belongs to another config, save the resolved config."""
     saved = run_dir / "config.yaml"
@@ -76,7 +55,7 @@ def prepare_run_dir(cfg: C.CarlConfig, cfg_path: Path, run_dir: Path, allow_chan
     is_source = saved.resolve() == cfg_path.resolve()
     if saved.is_file() and not is_source and not allow_change:
         old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-        diff = config_differences(old, C.to_dict(cfg))
+        diff = ckpt.config_differences(old, C.to_dict(cfg), RESUMABLE_CHANGES)
         if diff:
             raise SystemExit(f"error: {run_dir} belongs to a different config ({saved}); differing "
                              f"keys: {'; '.join(diff[:10])}. Set another `name`, or pass "
@@ -238,7 +217,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise SystemExit(f"error: {exc}") from None
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
-    run_dir = resolve_run_dir(cfg, cfg_path)
+    run_dir = ckpt.resolve_run_dir(REPO_ROOT / "results", cfg_path, cfg.name)
     prepare_run_dir(cfg, cfg_path, run_dir, args.allow_config_change)
     setup_logging(run_dir)
     log.info("run folder %s", run_dir)

@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import IO, Any, Callable, Iterable
 
 import torch
 
@@ -26,43 +26,41 @@ class CheckpointError(RuntimeError):
     """A checkpoint could not be written or read; the message names the file and the cause."""
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """Save ``obj`` with ``torch.save`` to ``path`` atomically (temp file + fsync + rename)."""
+def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str = "wb") -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync it, and rename it over ``path``.
+
+    A crash or an error leaves either the old file or the new one, never a partial file; the
+    temporary file is removed on error.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise CheckpointError(
-                f"could not write checkpoint {path}: {exc}; the previous file (if any) is unchanged"
-            ) from exc
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
-    """Write a small text file atomically (used for configs and predictions)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """Save ``obj`` with ``torch.save`` to ``path`` atomically; a failed write names the file."""
+    try:
+        return atomic_write(path, lambda f: torch.save(obj, f))
+    except OSError as exc:
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {exc}; the previous file (if any) is unchanged"
+        ) from exc
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a small text file atomically (used for configs and predictions)."""
+    return atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -155,3 +153,27 @@ def load_first_good(candidates: list[Path], map_location: str | torch.device = "
         return path, state
     raise CheckpointError("no usable checkpoint to resume from: " + " | ".join(failures)
                           + ". Move the damaged files away to start the run afresh.")
+
+
+# ============================================================================ run folders ====
+def resolve_run_dir(results_root: Path, cfg_path: Path, name: str) -> Path:
+    """``<results>/<exp>/config.yaml`` runs in its own folder; other configs in ``<results>/<name or stem>/``."""
+    results_root = Path(results_root).resolve()
+    if cfg_path.name == "config.yaml" and cfg_path.resolve().parent.parent == results_root:
+        return cfg_path.resolve().parent
+    return results_root / (name or cfg_path.stem)
+
+
+def config_differences(old: dict, new: dict, ignore: Iterable[str] = (), prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` for each dotted key that differs; ``ignore`` holds keys that may change
+    between a run and its resumption (an entry ending in "." ignores a whole section)."""
+    ignore = tuple(ignore)
+    out = []
+    for k in sorted(set(old) | set(new)):
+        key = f"{prefix}{k}"
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, ignore, key + ".")
+        elif a != b and not any(key == i or (i.endswith(".") and key.startswith(i)) for i in ignore):
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
