@@ -1,23 +1,21 @@
 """A small typed config for CARL training: dataclasses filled from YAML and ``key=value`` overrides.
 
-Unknown keys and values of the wrong type fail at load time with the key's dotted name. This is
-deliberately local to ``alignment/`` (the captioning script has its own config system).
+Unknown keys and values of the wrong type fail at load time with the key's dotted name, through
+the same typed builder as the captioning config (``configs/schema.py``).
 """
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import yaml
 
+from configs import schema
 from alignment.carl import AugmentConfig, EmbedderConfig
 
 
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the dotted key."""
+ConfigError = schema.ConfigError  # a config file or override is invalid; names the dotted key
 
 
 @dataclass
@@ -62,85 +60,14 @@ class CarlConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-# ============================================================================ building ========
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp`` (ints are accepted where floats are)."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
-    if origin is typing.Union:
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r}: expected a list, found {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key!r}: expected a float, found {value!r}")
-        return float(value)
-    if tp in (int, bool, str):
-        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-            raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, found {value!r}")
-        return value
-    raise ConfigError(f"config key {key!r}: unsupported type {_type_name(tp)}")
-
-
-def _build(cls: type, values: Any, prefix: str = "") -> Any:
-    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys by dotted name."""
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise ConfigError(f"config key {prefix or '<root>'!r}: expected a mapping, found {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown config key {where}{unknown[0]!r}"
-                          f" (known keys{' under ' + prefix if prefix else ''}: {sorted(names)})")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
-    return cls(**kwargs)
-
-
-def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
-    """Apply ``dotted.key=value`` overrides (values parsed as YAML) to a nested mapping."""
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected dotted.key=value")
-        key, text = item.split("=", 1)
-        node = raw
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(text)
-    return raw
-
-
+# ============================================================================ loading =========
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> CarlConfig:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path}: expected a mapping at the top level")
-    cfg = _build(CarlConfig, apply_overrides(raw, overrides))
+    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides.
+
+    Types, unknown keys and overrides are handled by the project's typed-config builder
+    (``configs.schema``); the value checks below are CARL's own.
+    """
+    cfg = schema.load_typed(CarlConfig, path, list(overrides))
     validate(cfg)
     return cfg
 

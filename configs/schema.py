@@ -263,22 +263,36 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def load_config(path: Optional[str | Path] = None, overrides: list[str] | None = None) -> Config:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply dotted overrides."""
-    raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {path}: expected a mapping at the top level")
-    raw = _merge(raw, parse_overrides(overrides or []))
+def read_yaml(path: str | Path) -> dict:
+    """The top-level mapping of a YAML config file, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
     try:
-        return validate(_build(Config, raw))
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: expected a mapping at the top level")
+    return raw
+
+
+def load_typed(cls: type, path: Optional[str | Path] = None, overrides: list[str] | None = None) -> Any:
+    """Fill dataclass ``cls`` from a YAML file (defaults when None) and dotted overrides."""
+    raw = read_yaml(path) if path is not None else {}
+    raw = _merge(raw, parse_overrides(list(overrides or [])))
+    try:
+        return _build(cls, raw)
+    except ConfigError as exc:
+        where = f"config file {path}: " if path is not None else ""
+        raise ConfigError(where + str(exc)) from None
+
+
+def load_config(path: Optional[str | Path] = None, overrides: list[str] | None = None) -> Config:
+    """Read a training config (or the defaults when ``path`` is None) and apply dotted overrides."""
+    cfg = load_typed(Config, path, overrides)
+    try:
+        return validate(cfg)
     except ConfigError as exc:
         where = f"config file {path}: " if path is not None else ""
         raise ConfigError(where + str(exc)) from None
