@@ -1,0 +1,395 @@
+"""Reliability: damaged and hostile checkpoints, SIGTERM, non-finite losses, bad inputs, full disk.
+
+Every run uses the tiny overrides of tests/test_train.py (a run takes about a second on CPU).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+
+import train_t5_stagcn as trainer
+from models.captioner import Captioner
+from models.checkpoint import CheckpointError, load_checkpoint
+from tests.test_train import REPO, tiny
+
+pytestmark = pytest.mark.reliability
+
+
+def ckdir(results: Path, experiment: str) -> Path:
+    return results / experiment / "checkpoints"
+
+
+def log_of(results: Path, experiment: str) -> str:
+    return (results / experiment / "train.log").read_text(encoding="utf-8")
+
+
+def no_torch_load_frames(exc: BaseException) -> None:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    assert "serialization.py" not in text and "_pickle" not in text and "UnpicklingError" not in text.split(
+        "CheckpointError")[0], text[-3000:]
+
+
+def no_temporaries(folder: Path) -> None:
+    assert not [p for p in folder.rglob(".tmp-*")], list(folder.rglob(".tmp-*"))
+
+
+# ======================================================================= 1. damaged checkpoint ====
+def damage(path: Path, how: str) -> None:
+    size = path.stat().st_size
+    if how == "truncated":
+        with open(path, "r+b") as f:
+            f.truncate(size // 2)
+    elif how == "zeroed":
+        path.write_bytes(b"\0" * size)
+    elif how == "garbage":
+        path.write_bytes(os.urandom(size))
+    elif how == "wrong_file":  # a valid torch file that is not a checkpoint dict
+        torch.save(torch.zeros(3), path)
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("how", ["truncated", "zeroed", "garbage", "wrong_file", "empty"])
+def test_damaged_last_falls_back_to_newest_epoch_file(tmp_path, how):
+    trainer.main(tiny(tmp_path, "dmg"))
+    folder = ckdir(tmp_path, "dmg")
+    assert sorted(p.name for p in folder.glob("epoch_*.pt")) == ["epoch_0001.pt", "epoch_0002.pt"]
+    damage(folder / "last.pt", how)
+    trainer.main(tiny(tmp_path, "dmg", "train.epochs=3"))  # epochs may grow on resume
+    text = log_of(tmp_path, "dmg")
+    warning = [line for line in text.splitlines() if "skipped damaged checkpoint" in line]
+    assert len(warning) == 1, text
+    assert "WARNING" in warning[0]
+    assert str(folder / "last.pt") in warning[0] and str(folder / "epoch_0002.pt") in warning[0]
+    assert f"resumed from {folder / 'epoch_0002.pt'}: epoch 2" in text
+    assert load_checkpoint(folder / "last.pt")["state"]["epoch"] == 3  # rewritten, good again
+
+
+def test_damaged_last_and_newest_epoch_fall_back_to_older_epoch(tmp_path):
+    trainer.main(tiny(tmp_path, "dmg2"))
+    folder = ckdir(tmp_path, "dmg2")
+    damage(folder / "last.pt", "truncated")
+    damage(folder / "epoch_0002.pt", "zeroed")
+    trainer.main(tiny(tmp_path, "dmg2"))
+    text = log_of(tmp_path, "dmg2")
+    warning = [line for line in text.splitlines() if "skipped damaged checkpoint" in line][0]
+    for name in ("last.pt", "epoch_0002.pt", "epoch_0001.pt"):
+        assert str(folder / name) in warning
+    assert f"resumed from {folder / 'epoch_0001.pt'}: epoch 1" in text
+    assert load_checkpoint(folder / "last.pt")["state"]["epoch"] == 2
+
+
+def test_every_checkpoint_damaged_stops_with_a_clear_error(tmp_path):
+    trainer.main(tiny(tmp_path, "alldmg"))
+    folder = ckdir(tmp_path, "alldmg")
+    for name, how in (("last.pt", "truncated"), ("epoch_0002.pt", "zeroed"), ("epoch_0001.pt", "garbage")):
+        damage(folder / name, how)
+    with pytest.raises(CheckpointError) as info:
+        trainer.main(tiny(tmp_path, "alldmg", "train.epochs=3"))
+    message = str(info.value)
+    assert message.startswith("no usable checkpoint to resume from")
+    for name in ("last.pt", "epoch_0002.pt", "epoch_0001.pt"):
+        assert str(folder / name) in message
+    assert "damaged" in message and "Move the damaged files away" in message
+    assert info.value.__cause__ is None
+    no_torch_load_frames(info.value)
+
+
+# ======================================================================= 2. hostile checkpoint ====
+class Payload:
+    """Unpickling this runs ``touch MARKER`` (what a malicious checkpoint would do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.marker}'",)
+
+
+def hostile_checkpoint(path: Path, marker: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": {}, "state": {"epoch": 0}, "x": Payload(marker)}, path)
+    # sanity: the payload really would run under a plain (unsafe) unpickle
+    probe = marker.with_name("probe")
+    torch.save({"x": Payload(probe)}, path.with_suffix(".probe"))
+    torch.load(path.with_suffix(".probe"), weights_only=False)
+    assert probe.exists()
+    path.with_suffix(".probe").unlink()
+    return path
+
+
+def assert_refused(exc: BaseException, path: Path) -> None:
+    assert isinstance(exc, CheckpointError)
+    assert str(path) in str(exc) and "refused, nothing was run" in str(exc)
+    no_torch_load_frames(exc)
+
+
+def test_hostile_checkpoint_refused_on_resume(tmp_path):
+    marker = tmp_path / "MARKER"
+    evil = hostile_checkpoint(ckdir(tmp_path, "res") / "last.pt", marker)
+    with pytest.raises(CheckpointError) as info:
+        trainer.main(tiny(tmp_path, "res"))
+    assert_refused(info.value, evil)
+    assert not marker.exists()
+
+
+def test_hostile_last_with_good_epoch_files_falls_back(tmp_path):
+    trainer.main(tiny(tmp_path, "res2"))
+    marker = tmp_path / "MARKER"
+    hostile_checkpoint(ckdir(tmp_path, "res2") / "last.pt", marker)
+    trainer.main(tiny(tmp_path, "res2", "train.epochs=3"))
+    text = log_of(tmp_path, "res2")
+    assert "refused, nothing was run" in text and "resumed from" in text and "epoch_0002.pt" in text
+    assert not marker.exists()
+
+
+def test_hostile_checkpoint_refused_for_finetune_from_pretrain_folder(tmp_path):
+    marker = tmp_path / "MARKER"
+    evil = hostile_checkpoint(tmp_path / "ft" / "pretrain_checkpoints" / "pretrain.pt", marker)
+    with pytest.raises(CheckpointError) as info:
+        trainer.main(tiny(tmp_path, "ft", "train.epochs=1"))
+    assert_refused(info.value, evil)
+    assert not marker.exists()
+    assert not (ckdir(tmp_path, "ft") / "last.pt").exists()
+
+
+def test_hostile_checkpoint_refused_for_init_from(tmp_path):
+    marker = tmp_path / "MARKER"
+    evil = hostile_checkpoint(tmp_path / "elsewhere" / "model.pt", marker)
+    with pytest.raises(CheckpointError) as info:
+        trainer.main(tiny(tmp_path, "init", "train.epochs=1", f"train.init_from={evil}"))
+    assert_refused(info.value, evil)
+    assert not marker.exists()
+
+
+def test_hostile_checkpoint_refused_for_eval_only(tmp_path):
+    trainer.main(tiny(tmp_path, "ev", "train.epochs=1"))
+    marker = tmp_path / "MARKER"
+    evil = hostile_checkpoint(tmp_path / "evil.pt", marker)
+    with pytest.raises(CheckpointError) as info:
+        trainer.main(tiny(tmp_path, "ev", "train.epochs=1") + ["--eval_only", "--ckpt", str(evil)])
+    assert_refused(info.value, evil)
+    assert not marker.exists()
+    assert not (tmp_path / "ev" / "predictions" / "eval_evil.json").exists()
+
+
+# ======================================================================= 3. SIGTERM ==============
+def test_sigterm_checkpoints_at_a_step_boundary_exits_0_and_resumes(tmp_path):
+    args = [sys.executable, "train_t5_stagcn.py", *tiny(tmp_path, "term", "train.epochs=12")]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    log_file = tmp_path / "term" / "train.log"
+    proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if log_file.is_file() and "epoch 1 done" in log_file.read_text(encoding="utf-8"):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be signalled"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    text = log_file.read_text(encoding="utf-8")
+    assert "signal 15 received" in text and "stopped on request" in text
+    state = load_checkpoint(tmp_path / "term" / "checkpoints" / "last.pt")["state"]
+    assert state["epoch"] < 12 and state["step"] > 0
+    assert 1 <= state["batch_in_epoch"] <= 8  # saved mid-epoch, at a step boundary
+    no_temporaries(tmp_path / "term")
+    again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    text = log_file.read_text(encoding="utf-8")
+    assert f"resumed from {tmp_path / 'term' / 'checkpoints' / 'last.pt'}: epoch {state['epoch']}, " \
+           f"step {state['step']}" in text
+    final = load_checkpoint(tmp_path / "term" / "checkpoints" / "last.pt")["state"]
+    assert final["epoch"] == 12 and final["step"] == 12 * 8 and final["batch_in_epoch"] == 0
+
+
+# ======================================================================= 4. non-finite loss =======
+def nan_on_calls(monkeypatch, bad) -> list[int]:
+    calls: list[int] = []
+    original = Captioner.forward
+
+    def forward(self, *a, **kw):
+        loss = original(self, *a, **kw)
+        calls.append(1)
+        return loss * float("nan") if bad(len(calls)) else loss
+
+    monkeypatch.setattr(Captioner, "forward", forward)
+    return calls
+
+
+def test_nonfinite_steps_are_skipped_and_counted(tmp_path, monkeypatch):
+    calls = nan_on_calls(monkeypatch, lambda n: n in (3, 4, 11))
+    trainer.main(tiny(tmp_path, "nan"))
+    assert len(calls) == 16
+    text = log_of(tmp_path, "nan")
+    assert text.count("non-finite loss/gradient") == 3
+    state = load_checkpoint(ckdir(tmp_path, "nan") / "last.pt")["state"]
+    assert state["nonfinite_total"] == 3 and state["step"] == 16 - 3
+    weights = load_checkpoint(ckdir(tmp_path, "nan") / "last.pt")["model"]
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(tmp_path / "nan" / "tb"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("train/nonfinite_steps")] == [1, 2, 3]
+
+
+def test_too_many_nonfinite_in_a_row_stops_naming_the_clips(tmp_path, monkeypatch):
+    nan_on_calls(monkeypatch, lambda n: True)
+    with pytest.raises(FloatingPointError, match=r"2 non-finite losses in a row \(train.max_nonfinite=2\)") as info:
+        trainer.main(tiny(tmp_path, "nan2", "train.max_nonfinite=2"))
+    from dataloaders.records import load_records
+    names = {r["video_name"] for r in load_records(tmp_path / "nan2" / "data" / "train.pkl")}
+    named = str(info.value).split("clips: ")[1].split(", ")
+    assert named and all(any(n.startswith(v) for v in names) for n in named), (named, sorted(names)[:4])
+    assert log_of(tmp_path, "nan2").count("non-finite loss/gradient") == 2
+
+
+# ======================================================================= 5. bad inputs ===========
+def synthetic_copy(folder: Path) -> tuple[list, list, list]:
+    from dataloaders import synthetic
+    synthetic.write(folder, seed=0, train_per_kind=2, test_per_kind=1)
+    return tuple(pickle.loads((folder / f"{n}.pkl").read_bytes()) for n in ("train", "test", "standard"))
+
+
+def write_pickle(path: Path, obj) -> None:
+    path.write_bytes(pickle.dumps(obj, protocol=4))
+
+
+def pickle_run(results: Path, root: Path, *extra: str) -> list[str]:
+    return tiny(results, "bad", "data.kind=pickle", f"data.root={root}", "train.epochs=1", *extra)
+
+
+def test_missing_data_file(tmp_path):
+    from dataloaders.records import DataError
+    missing = tmp_path / "no_such_folder"
+    with pytest.raises(DataError, match="dataset file not found") as info:
+        trainer.main(pickle_run(tmp_path, missing))
+    assert str(missing / "train.pkl") in str(info.value)
+    assert isinstance(info.value, FileNotFoundError)
+
+
+def test_empty_dataset(tmp_path):
+    from dataloaders.records import DataError
+    root = tmp_path / "data"
+    synthetic_copy(root)
+    write_pickle(root / "train.pkl", [])
+    with pytest.raises(DataError, match="the dataset is empty") as info:
+        trainer.main(pickle_run(tmp_path, root))
+    assert str(root / "train.pkl") in str(info.value)
+
+
+def test_motion_type_without_a_standard(tmp_path):
+    from dataloaders.records import DataError
+    root = tmp_path / "data"
+    train, _, _ = synthetic_copy(root)
+    train[3]["motion_type"] = "moonwalk"
+    write_pickle(root / "train.pkl", train)
+    with pytest.raises(DataError) as info:
+        trainer.main(pickle_run(tmp_path, root, "data.standard=standard.pkl", "model.reference=subtract"))
+    message = str(info.value)
+    assert str(root / "train.pkl") in message and "motion_type" in message and "moonwalk" in message
+    assert train[3]["video_name"] in message
+
+
+def test_nan_coordinates(tmp_path):
+    from dataloaders.records import DataError
+    root = tmp_path / "data"
+    train, _, _ = synthetic_copy(root)
+    train[5]["coordinates"] = train[5]["coordinates"].copy()
+    train[5]["coordinates"][2, 4] = float("nan")
+    write_pickle(root / "train.pkl", train)
+    with pytest.raises(DataError) as info:
+        trainer.main(pickle_run(tmp_path, root))
+    message = str(info.value)
+    assert str(root / "train.pkl") in message and "coordinates" in message and "non-finite" in message
+    assert train[5]["video_name"] in message and "frame 2" in message
+
+
+@pytest.mark.parametrize("labels", [42, [b"bytes label"], ["ok", None], []])
+def test_labels_that_are_not_text(tmp_path, labels):
+    from dataloaders.records import DataError
+    root = tmp_path / "data"
+    train, _, _ = synthetic_copy(root)
+    train[1]["labels"] = labels
+    write_pickle(root / "train.pkl", train)
+    with pytest.raises(DataError) as info:
+        trainer.main(pickle_run(tmp_path, root))
+    message = str(info.value)
+    assert str(root / "train.pkl") in message and "labels" in message and train[1]["video_name"] in message
+
+
+def test_negative_learning_rate(tmp_path):
+    with pytest.raises(Exception, match=r"train\.lr") as info:
+        trainer.main(tiny(tmp_path, "lr", "train.lr=-0.001"))
+    assert "-0.001" in str(info.value)
+    assert not (tmp_path / "lr").exists()  # refused before a run folder is made
+
+
+def test_batch_larger_than_dataset_with_drop_last(tmp_path):
+    with pytest.raises(ValueError, match=r"train\.batch_size=1000 with drop_last leaves no batch: 60 training"):
+        trainer.main(tiny(tmp_path, "big", "train.batch_size=1000", "train.drop_last=true"))
+
+
+# ======================================================================= 6. disk full =============
+def test_disk_full_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    real_save = torch.save
+    writes: list[str] = []
+
+    def save(obj, f, *a, **kw):
+        name = getattr(f, "name", f)  # os.fdopen files are named by their descriptor
+        target = Path(os.readlink(f"/proc/self/fd/{name}") if isinstance(name, int) else str(name)).name
+        if target.startswith(".tmp-last.pt."):
+            writes.append(target)
+            if len(writes) == 2:
+                f.write(b"PK\x03\x04 half a zip")  # part of the data reached the disk
+                raise OSError(28, "No space left on device")
+        return real_save(obj, f, *a, **kw)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(CheckpointError) as info:
+        trainer.main(tiny(tmp_path, "full"))
+    folder = ckdir(tmp_path, "full")
+    message = str(info.value)
+    assert f"could not write checkpoint {folder / 'last.pt'}" in message
+    assert "No space left on device" in message and "previous file (if any) is unchanged" in message
+    assert len(writes) == 2
+    assert load_checkpoint(folder / "last.pt")["state"]["epoch"] == 1
+    no_temporaries(tmp_path / "full")
+    monkeypatch.setattr(torch, "save", real_save)
+    trainer.main(tiny(tmp_path, "full"))  # space is back: the same command resumes and finishes
+    assert "resumed from" in log_of(tmp_path, "full")
+    assert load_checkpoint(folder / "last.pt")["state"]["epoch"] == 2
+
+
+def test_disk_full_on_rename_keeps_the_previous_one(tmp_path, monkeypatch):
+    trainer.main(tiny(tmp_path, "ren", "train.epochs=1"))
+    folder = ckdir(tmp_path, "ren")
+    before = (folder / "last.pt").read_bytes()
+    from models import checkpoint as ckpt
+
+    def replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt.os, "replace", replace)
+    with pytest.raises(CheckpointError, match="could not write checkpoint .*last.pt.*unchanged"):
+        ckpt.atomic_save({"a": torch.ones(2)}, folder / "last.pt")
+    monkeypatch.undo()
+    assert (folder / "last.pt").read_bytes() == before
+    no_temporaries(folder)
