@@ -268,8 +268,11 @@ def epoch_loader(data: Data, cfg: schema.Config, dist: Dist, epoch: int, skip_ba
                                  seed=cfg.seed, drop_last=cfg.train.drop_last)
     sampler.set_epoch(epoch)
     batches = list(BatchSampler(list(sampler), cfg.train.batch_size, drop_last=cfg.train.drop_last))
+    # Its own generator: starting the iterator would otherwise draw a seed from the global RNG, an
+    # extra draw on a mid-epoch resume that shifts every later dropout mask.
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     return DataLoader(data.train, batch_sampler=batches[skip_batches:], collate_fn=data.collate,
-                      num_workers=cfg.data.num_workers)
+                      num_workers=cfg.data.num_workers, generator=generator)
 
 
 def steps_per_epoch(data: Data, cfg: schema.Config, dist: Dist) -> int:

@@ -218,6 +218,14 @@ def test_sigterm_checkpoints_at_a_step_boundary_exits_0_and_resumes(tmp_path):
            f"step {state['step']}" in text
     final = load_checkpoint(tmp_path / "term" / "checkpoints" / "last.pt")["state"]
     assert final["epoch"] == 12 and final["step"] == 12 * 8 and final["batch_in_epoch"] == 0
+    # the interrupted run ends where an uninterrupted one does (same process settings)
+    straight = [sys.executable, "train_t5_stagcn.py", *tiny(tmp_path, "straight", "train.epochs=12")]
+    done = subprocess.run(straight, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "term" / "checkpoints" / "last.pt")["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "straight" / "metrics.jsonl").read_text() == (tmp_path / "term" / "metrics.jsonl").read_text()
 
 
 # ======================================================================= 4. non-finite loss =======
