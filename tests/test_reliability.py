@@ -4,7 +4,6 @@ Every run uses the tiny overrides of tests/test_train.py (a run takes about a se
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import signal
@@ -401,3 +400,18 @@ def test_disk_full_on_rename_keeps_the_previous_one(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert (folder / "last.pt").read_bytes() == before
     no_temporaries(folder)
+
+
+def test_segment_outside_the_clip(tmp_path):
+    from dataloaders.records import DataError
+    root = tmp_path / "data"
+    train, _, _ = synthetic_copy(root)
+    n = train[2]["coordinates"].shape[0]
+    train[2]["gt_end_frame"] = n + 50
+    write_pickle(root / "train.pkl", train)
+    with pytest.raises(DataError) as info:
+        trainer.main(pickle_run(tmp_path, root, "data.standard=standard.pkl", "data.segment=gt"))
+    message = str(info.value)
+    assert str(root / "train.pkl") in message and "gt_end_frame" in message and str(n + 50) in message
+    assert train[2]["video_name"] in message
+
