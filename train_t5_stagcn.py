@@ -473,10 +473,16 @@ def log_evaluation(run_dir: Path, writer, epoch: int, state: State, predictions:
 class StopRequest:
     """SIGTERM / SIGINT set a flag; the loop checkpoints at the next step boundary and exits 0."""
 
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
     def __init__(self) -> None:
         self.requested = False
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def restore(self) -> None:
+        """Put back the handlers that were there before (matters when main() runs in-process)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _handle(self, signum, frame) -> None:  # noqa: ARG002
         if self.requested:  # a second Ctrl-C stops at once
@@ -624,35 +630,38 @@ def main(argv: list[str] | None = None) -> dict:
             save_training_checkpoint(run_dir, payload, state, cfg.train.keep_epoch_checkpoints, epoch_end)
         dist.barrier()
 
-    metrics: dict = {}
-    if cfg.eval.at_start and state.step == 0 and state.epoch == 0 and not resume:
-        predictions, metrics = evaluate(model, data, cfg, dist)
-        if dist.main:
-            log_evaluation(run_dir, writer, 0, state, predictions, metrics, data, cfg)
-    model.train()
-    while state.epoch < cfg.train.epochs:
-        if not train_one_epoch(ddp_model, model, data, cfg, dist, optimizer, scheduler, scaler, amp_dtype,
-                               state, writer, stop, lambda: save(False)):
-            log.info("stopped on request at epoch %d, step %d; run the same command to resume",
-                     state.epoch + 1, state.step)
-            return metrics
-        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-        if is_eval_epoch(state.epoch, cfg):
+    try:
+        metrics: dict = {}
+        if cfg.eval.at_start and state.step == 0 and state.epoch == 0 and not resume:
             predictions, metrics = evaluate(model, data, cfg, dist)
             if dist.main:
-                log_evaluation(run_dir, writer, state.epoch, state, predictions, metrics, data, cfg)
-                keep_best(run_dir, model, metrics, state, cfg, tok_files)
-            state.best_score = broadcast_object(state.best_score, dist)
-        if state.epoch % cfg.train.save_every_epochs == 0 or state.epoch == cfg.train.epochs:
-            save(True)
-        if args.stop_after_epoch and state.epoch >= args.stop_after_epoch:
-            log.info("stopping after epoch %d as asked (--stop_after_epoch)", state.epoch)
-            break
-    check_replicas(model, dist)
-    if writer is not None:
-        writer.close()
-    log.info("done: best %s %.4f at epoch %d", cfg.eval.metric, state.best_score, state.best_epoch)
-    return metrics
+                log_evaluation(run_dir, writer, 0, state, predictions, metrics, data, cfg)
+        model.train()
+        while state.epoch < cfg.train.epochs:
+            if not train_one_epoch(ddp_model, model, data, cfg, dist, optimizer, scheduler, scaler, amp_dtype,
+                                   state, writer, stop, lambda: save(False)):
+                log.info("stopped on request at epoch %d, step %d; run the same command to resume",
+                         state.epoch + 1, state.step)
+                return metrics
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            if is_eval_epoch(state.epoch, cfg):
+                predictions, metrics = evaluate(model, data, cfg, dist)
+                if dist.main:
+                    log_evaluation(run_dir, writer, state.epoch, state, predictions, metrics, data, cfg)
+                    keep_best(run_dir, model, metrics, state, cfg, tok_files)
+                state.best_score = broadcast_object(state.best_score, dist)
+            if state.epoch % cfg.train.save_every_epochs == 0 or state.epoch == cfg.train.epochs:
+                save(True)
+            if args.stop_after_epoch and state.epoch >= args.stop_after_epoch:
+                log.info("stopping after epoch %d as asked (--stop_after_epoch)", state.epoch)
+                break
+        check_replicas(model, dist)
+        if writer is not None:
+            writer.close()
+        log.info("done: best %s %.4f at epoch %d", cfg.eval.metric, state.best_score, state.best_epoch)
+        return metrics
+    finally:
+        stop.restore()
 
 
 def check_replicas(model: torch.nn.Module, dist: Dist) -> None:
