@@ -177,12 +177,14 @@ def agreement_rows(segments: Sequence[Segment], records: Sequence[dict]) -> list
     return rows
 
 
-def format_agreement(method: str, rows: list[dict]) -> str:
-    lines = [f"{'method':<14} {'group':<16} {'n':>4} {'MAE std_start':>14} "
+def format_agreement(rows: list[dict], method: str = "") -> str:
+    """The agreement table; each row's ``method`` key (else ``method``) names its method."""
+    lines = [f"{'method':<18} {'group':<16} {'n':>4} {'MAE std_start':>14} "
              f"{'<=5 frames':>11} {'MAE std_end':>12}"]
     for r in rows:
-        lines.append(f"{method:<14} {r['group']:<16} {r['n']:>4} {r['mae_std_start']:>14.2f} "
-                     f"{100 * r['within5_std_start']:>10.1f}% {r['mae_std_end']:>12.2f}")
+        lines.append(f"{r.get('method', method):<18} {r['group']:<16} {r['n']:>4} "
+                     f"{r['mae_std_start']:>14.2f} {100 * r['within5_std_start']:>10.1f}% "
+                     f"{r['mae_std_end']:>12.2f}")
     return "\n".join(lines)
 
 
@@ -252,7 +254,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"wrote {len(segments)} clips with aligned_* fields ({args.method}) to {args.out}")
     if has_aligned_fields(records):
         print(f"agreement with the aligned_* fields in {args.data}:")
-        print(format_agreement(args.method, agreement_rows(segments, records)))
+        print(format_agreement(agreement_rows(segments, records), args.method))
     return 0
 
 

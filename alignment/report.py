@@ -28,7 +28,7 @@ from scipy.stats import kendalltau
 from tqdm import tqdm
 
 from alignment.dtw import local_cost
-from alignment.preprocess import (DEFAULT_PENALTY, Segment, agreement_rows, clip_features,
+from alignment.preprocess import (DEFAULT_PENALTY, Segment, agreement_rows, clip_features, format_agreement,
                                   dtw_segment, has_aligned_fields, window_segment)
 
 
@@ -135,15 +135,6 @@ def kendall_by_type(feats: Sequence[np.ndarray], types: Sequence[str], metric: s
 
 
 # ============================================================================ printing ========
-def format_agreement_table(rows: list[dict]) -> str:
-    lines = [f"{'method':<18} {'group':<8} {'n':>4} {'MAE std_start':>14} {'<=5 frames':>11} "
-             f"{'MAE std_end':>12}"]
-    for r in rows:
-        lines.append(f"{r['method']:<18} {r['group']:<8} {r['n']:>4} {r['mae_std_start']:>14.2f} "
-                     f"{100 * r['within5_std_start']:>10.1f}% {r['mae_std_end']:>12.2f}")
-    return "\n".join(lines)
-
-
 def format_tau_table(taus: dict[str, dict]) -> str:
     groups = list(next(iter(taus.values())))
     lines = [f"{'features':<16} " + " ".join(f"{g:>16}" for g in groups)]
@@ -188,7 +179,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         rows = agreement_table(records, standards, embedder, args.penalty)
         result["agreement"] = rows
         print(f"Agreement with the aligned_* fields of {args.data} ({len(records)} clips)")
-        print(format_agreement_table(rows))
+        print(format_agreement(rows))
     else:
         print(f"{args.data} has no aligned_* fields: no agreement table")
 
