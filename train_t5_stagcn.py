@@ -33,6 +33,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from configs import schema
 from models import checkpoint as ckpt
+from models.build import build_model, tokenizer_files_of
 from models.captioner import Captioner
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -223,14 +224,6 @@ def load_or_train_tokenizer(cfg: schema.Config, run_dir: Path, texts: list[str],
     return text.load_tokenizer(str(folder))
 
 
-def tokenizer_files_of(tok: Any) -> dict[str, str]:
-    """The tokenizer's saved files as text (stored in checkpoints so finetuning can reuse them)."""
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        tok.save_pretrained(tmp)
-        return {p.name: p.read_text(encoding="utf-8") for p in Path(tmp).iterdir() if p.suffix == ".json"}
-
-
 def build_data(cfg: schema.Config, run_dir: Path, dist: Dist, init_state: dict | None) -> Data:
     from dataloaders.collate import Collator
     from dataloaders.dataset import MotionTextDataset
@@ -289,27 +282,6 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 
 # ============================================================================ model ==========
-def build_model(cfg: schema.Config, tokenizer: Any) -> Captioner:
-    from models import text
-    from models.graph import Graph
-    from models.projection import Projection
-    from models.stagcn import STAGCN
-
-    enc = cfg.model.encoder
-    graph = Graph(layout=enc.graph.layout, strategy=enc.graph.strategy, max_hop=enc.graph.max_hop,
-                  dilation=enc.graph.dilation)
-    encoder = STAGCN(in_channels=6, graph=graph, channels=tuple(enc.channels), strides=tuple(enc.strides),
-                     temporal_kernel=enc.temporal_kernel, dropout=enc.dropout,
-                     num_attention_graphs=enc.num_attention_graphs)
-    t5 = text.build_t5(tokenizer, cfg.model.t5.name, cfg.model.t5.config)
-    text.check_special_ids(t5, tokenizer)
-    width = encoder.out_channels * (2 if cfg.model.reference == "subtract" else 1)
-    projection = Projection(width, t5.config.d_model, policy=cfg.model.projection.policy,
-                            num_joints=graph.num_nodes, dropout=cfg.model.projection.dropout)
-    return Captioner(encoder, projection, t5, tokenizer, reference=cfg.model.reference,
-                     prefix=cfg.data.prefix)
-
-
 def load_finetune_weights(model: Captioner, state: dict, source: Path) -> None:
     """Copy matching tensors; skip those whose shape differs; log missing/unexpected/skipped."""
     own = model.state_dict()
