@@ -241,7 +241,8 @@ def build_data(cfg: schema.Config, run_dir: Path, dist: Dist, init_state: dict |
     train_records = load_records(train_file, **read)
     test_records = load_records(test_file, **read)
     common = dict(standards=standards, segment=cfg.data.segment, normalise=cfg.data.normalise,
-                  reference=reference and standards is not None, seed=cfg.seed)
+                  reference=reference and standards is not None, seed=cfg.seed,
+                  min_frames=cfg.model.encoder.temporal_kernel, on_bad=cfg.data.on_bad)
     train = MotionTextDataset(train_records, labels=cfg.data.labels, source=str(train_file),
                               augmented_labels=cfg.data.augmented_labels, train=True, **common)
     test = MotionTextDataset(test_records, train=False, source=str(test_file), **common)

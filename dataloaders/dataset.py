@@ -25,6 +25,7 @@ always all of a clip's ``labels`` (no prefix, no paraphrases).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -71,16 +72,22 @@ class MotionTextDataset(Dataset):
         train: ``False`` gives one sample per clip with its first label as text.
         seed: seeds ``labels="random"``.
         source: a name for the records in error messages (e.g. the file they came from).
+        min_frames: the fewest frames a (cropped) clip may have; the trainer passes the encoder's
+            temporal kernel, since a shorter clip is mostly convolution padding.
+        on_bad: ``strict`` raises :class:`DataError` on a clip shorter than ``min_frames``;
+            ``skip`` drops it with a warning (as ``data.on_bad`` does for invalid records).
     """
 
     def __init__(self, records: Sequence[Mapping[str, Any]],
                  standards: Mapping[str, np.ndarray] | None = None, *, segment: str = "none",
                  labels: str = "all", augmented_labels: bool = False, prefix: str = "",
                  normalise: str = "root_first_frame", reference: bool = False,
-                 train: bool = True, seed: int = 0, source: str = "<records>") -> None:
+                 train: bool = True, seed: int = 0, source: str = "<records>",
+                 min_frames: int = 1, on_bad: str = "strict") -> None:
         _check_choice("segment", segment, SEGMENT_CHOICES)
         _check_choice("labels", labels, LABEL_MODES)
         _check_choice("normalise", normalise, NORMALISATIONS)
+        _check_choice("on_bad", on_bad, ("strict", "skip"))
         if not records:
             raise DataError(f"{source}: no records to build a dataset from")
         self.segment, self.label_mode, self.prefix = segment, labels, prefix
@@ -89,8 +96,12 @@ class MotionTextDataset(Dataset):
         self.source = source
         use_standard = reference and bool(standards)
         self._std_cache: dict[tuple[str, int, int], np.ndarray] = {}
-        self._clips = [self._build_clip(i, rec, standards if use_standard else None)
-                       for i, rec in enumerate(records)]
+        self.min_frames, self.on_bad = int(min_frames), on_bad
+        built = [self._build_clip(i, rec, standards if use_standard else None)
+                 for i, rec in enumerate(records)]
+        self._clips = [clip for clip in built if clip is not None]
+        if not self._clips:
+            raise DataError(f"{source}: every clip is shorter than min_frames={self.min_frames}")
         names = [clip.video_name for clip in self._clips]
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
@@ -140,10 +151,25 @@ class MotionTextDataset(Dataset):
             self._std_cache[key] = compute_features(std[start:end], self.normalise)
         return torch.from_numpy(resample_time(self._std_cache[key], length))
 
+    def _long_enough(self, index: int, rec: Mapping[str, Any], frames: int) -> bool:
+        """False (skip) or a :class:`DataError` (strict) when a clip has < ``min_frames`` frames."""
+        if frames >= self.min_frames:
+            return True
+        what = "clip" if self.segment == "none" else f"{self.segment!r} segment of the clip"
+        message = (f"{self._where(index, rec)}: key 'coordinates': expected at least "
+                   f"{self.min_frames} frames (the encoder's temporal kernel, "
+                   f"model.encoder.temporal_kernel), found a {what} of {frames} frame(s)")
+        if self.on_bad == "strict":
+            raise DataError(message + "; set data.on_bad=skip to drop such clips")
+        warnings.warn(message + "; skipped", stacklevel=3)
+        return False
+
     def _build_clip(self, index: int, rec: Mapping[str, Any],
-                    standards: Mapping[str, np.ndarray] | None) -> _Clip:
+                    standards: Mapping[str, np.ndarray] | None) -> _Clip | None:
         coords = np.asarray(rec["coordinates"], dtype=np.float32)
         start, end = self._bounds(index, rec, "start_frame", "end_frame", len(coords), "clip")
+        if not self._long_enough(index, rec, end - start):
+            return None
         features = torch.from_numpy(compute_features(coords[start:end], self.normalise))
         standard = (None if standards is None
                     else self._standard_features(index, rec, standards, end - start))

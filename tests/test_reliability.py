@@ -415,3 +415,41 @@ def test_segment_outside_the_clip(tmp_path):
     assert str(root / "train.pkl") in message and "gt_end_frame" in message and str(n + 50) in message
     assert train[2]["video_name"] in message
 
+
+
+def shorten(record: dict, frames: int) -> None:
+    """Keep the first ``frames`` frames; drop the segment fields that pointed past them."""
+    record["coordinates"] = record["coordinates"][:frames].copy()
+    for key in [k for k in record if k.endswith(("_frame", "_seq_len"))]:
+        del record[key]
+
+
+def test_clip_shorter_than_the_temporal_kernel(tmp_path):
+    from dataloaders.records import DataError
+    root = tmp_path / "data"
+    train, _, _ = synthetic_copy(root)
+    shorten(train[4], 2)  # 2 frames, kernel 9
+    write_pickle(root / "train.pkl", train)
+    with pytest.raises(DataError) as info:
+        trainer.main(pickle_run(tmp_path, root, "model.encoder.temporal_kernel=9"))
+    message = str(info.value)
+    assert str(root / "train.pkl") in message and train[4]["video_name"] in message
+    assert "at least 9 frames" in message and "2 frame(s)" in message
+    assert "model.encoder.temporal_kernel" in message and "data.on_bad=skip" in message
+
+
+def test_short_clip_skipped_with_on_bad_skip(tmp_path):
+    from dataloaders.dataset import MotionTextDataset
+    from dataloaders.records import validate_records
+    root = tmp_path / "data"
+    train, _, _ = synthetic_copy(root)
+    shorten(train[4], 5)
+    records = validate_records(train, "train.pkl")
+    with pytest.warns(UserWarning, match=f"{train[4]['video_name']}.*5 frame.*skipped"):
+        data = MotionTextDataset(records, min_frames=9, on_bad="skip", source="train.pkl")
+    assert data.clip_ids() == [r["video_name"] for i, r in enumerate(train) if i != 4]
+    # A clip exactly at the limit is kept.
+    train[4]["coordinates"] = train[0]["coordinates"]
+    shorten(train[4], 9)
+    data = MotionTextDataset(validate_records(train, "train.pkl"), min_frames=9, source="train.pkl")
+    assert data.num_clips == len(train)
