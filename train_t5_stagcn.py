@@ -95,7 +95,11 @@ def setup_distributed(cfg: schema.Config, local_rank_arg: int | None) -> Dist:
     else:
         device = torch.device("cpu")
     if world > 1:
-        tdist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=10))
+        # A peer that dies closes its sockets and the next collective fails at once; a peer that
+        # hangs is caught by this timeout (NCCL aborts the communicator: async error handling).
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+        tdist.init_process_group("nccl" if use_cuda else "gloo",
+                                 timeout=timedelta(seconds=cfg.train.dist_timeout_s))
     return Dist(rank=rank, world=world, local_rank=local_rank, device=device)
 
 
@@ -677,9 +681,23 @@ def n_params(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def explain_distributed_failure(exc: BaseException) -> None:
+    """One clear line after a failed collective: which rank, why it is most likely, what to do."""
+    if not (tdist.is_available() and tdist.is_initialized() and isinstance(exc, RuntimeError)):
+        return
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log.error("rank %d of %d: a collective operation failed (%s). Another process has most likely "
+              "died or hung (see its log; a silent peer is given up after train.dist_timeout_s). "
+              "Run the same command to resume from the last checkpoint.",
+              tdist.get_rank(), tdist.get_world_size(), first_line[:300])
+
+
 if __name__ == "__main__":
     try:
         main()
+    except BaseException as exc:
+        explain_distributed_failure(exc)
+        raise
     finally:
         if tdist.is_available() and tdist.is_initialized():
             tdist.destroy_process_group()

@@ -110,6 +110,7 @@ class TrainConfig:
     log_every: int = 10  # steps between TensorBoard scalars
     deterministic: bool = False
     limit_steps: int = 0  # stop each epoch after this many steps (0: no limit); for smoke tests
+    dist_timeout_s: int = 900  # how long a collective waits for a silent peer before the run fails
 
 
 @dataclass
@@ -153,7 +154,7 @@ CHOICES = {
 POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.batch_size",
             "eval.num_beams", "eval.max_new_tokens", "data.max_target_len",
             "model.tokenizer.vocab_size", "model.encoder.temporal_kernel", "train.max_nonfinite",
-            "train.save_every_epochs", "train.log_every")
+            "train.save_every_epochs", "train.log_every", "train.dist_timeout_s")
 NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip",
                 "train.keep_epoch_checkpoints", "train.limit_steps", "data.num_workers",
                 "model.encoder.dropout", "model.projection.dropout")

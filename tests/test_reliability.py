@@ -453,3 +453,77 @@ def test_short_clip_skipped_with_on_bad_skip(tmp_path):
     shorten(train[4], 9)
     data = MotionTextDataset(validate_records(train, "train.pkl"), min_frames=9, source="train.pkl")
     assert data.num_clips == len(train)
+
+
+# ======================================================================= 6. a rank dies ==========
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_rank(rank: int, port: int, argv: list[str], log_path: Path) -> subprocess.Popen:
+    """One rank of a 2-process gloo world, started by hand (no torchrun to clean up after it)."""
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+           "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "train_t5_stagcn.py", *argv], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+
+
+def wait_for(predicate, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("victim", [1, 0])
+def test_a_rank_dies_and_the_survivor_exits_nonzero_quickly(tmp_path, victim):
+    """SIGKILL one rank mid-training: the other must fail (not hang) well inside 2 minutes."""
+    argv = tiny(tmp_path, "dies", "train.epochs=200", "eval.every=1000", "train.save_every_epochs=1000")
+    port = free_port()
+    procs = [start_rank(r, port, argv, tmp_path / f"rank{r}.err") for r in (0, 1)]
+    try:
+        log_file = tmp_path / "dies" / "train.log"
+        wait_for(lambda: log_file.is_file() and "epoch 2 done" in log_file.read_text(), 240,
+                 "two epochs of training")
+        procs[victim].send_signal(signal.SIGKILL)
+        survivor = procs[1 - victim]
+        start = time.monotonic()
+        code = survivor.wait(timeout=120)
+        elapsed = time.monotonic() - start
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    assert code != 0, f"survivor exited {code} after its peer was killed"
+    assert elapsed < 120
+    err = (tmp_path / f"rank{1 - victim}.err").read_text()
+    assert "a collective operation failed" in err and "by peer" in err, err[-2000:]  # closed or reset
+
+
+def test_a_frozen_rank_is_caught_by_the_collective_timeout(tmp_path):
+    """SIGSTOP one rank (alive but silent): the other fails once train.dist_timeout_s has passed."""
+    argv = tiny(tmp_path, "frozen", "train.epochs=200", "eval.every=1000", "train.save_every_epochs=1000",
+                "train.dist_timeout_s=10")
+    port = free_port()
+    procs = [start_rank(r, port, argv, tmp_path / f"rank{r}.err") for r in (0, 1)]
+    try:
+        log_file = tmp_path / "frozen" / "train.log"
+        wait_for(lambda: log_file.is_file() and "epoch 2 done" in log_file.read_text(), 240,
+                 "two epochs of training")
+        procs[1].send_signal(signal.SIGSTOP)
+        start = time.monotonic()
+        code = procs[0].wait(timeout=120)
+        elapsed = time.monotonic() - start
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    assert code != 0 and 5 < elapsed < 120, (code, elapsed)
+    err = (tmp_path / "rank0.err").read_text()
+    assert "a collective operation failed" in err and "train.dist_timeout_s" in err, err[-2000:]
