@@ -1,0 +1,267 @@
+"""HumanML3D converter: a hand-made folder in the HumanML3D layout -> records checked by hand."""
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dataloaders import humanml3d
+from dataloaders.humanml3d import ConversionError, Options, convert, convert_split, main
+from dataloaders.records import load_records
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOK = "a/DET person/NOUN walk/VERB"  # the tokens field is ignored by the converter
+
+
+def _line(caption: str, start: str = "0.0", end: str = "0.0") -> str:
+    return f"{caption}#{TOK}#{start}#{end}"
+
+
+def _motion(seed: int, frames: int, joints: int = 22) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(frames, joints, 3))  # float64, as released
+
+
+# id -> (motion frames or a marker, caption lines or None for no text file)
+TRAIN = {
+    "000001": (80, [
+        _line("a person walks forward."),
+        _line("  someone walks  "),                      # stripped
+        _line("a man strolls.", "nan", "nan"),            # NaN times: whole clip
+        _line("sub one", "0.5", "2.75"),                  # frames [10, 55)
+        _line("sub two", "0.5", "2.75"),                  # same span, grouped
+        _line("sub three", "1.0", "3.04"),                # 3.04 * 20 = 60.8: int -> 60
+        _line("sub four", "0.0", "2.5"),                  # [0, 50)
+        _line("sub five", "1.0", "9.0"),                  # [20, 180) cut to [20, 80)
+    ]),
+    "000002": (100, [
+        _line("a person jumps."),
+        "no hashes on this line",                         # bad line 2
+        _line("   "),                                     # empty caption, line 3
+        _line("a person hops up"),
+        "",                                               # blank: ignored
+    ]),
+    "M000002": (100, [_line("a person jumps (mirrored).")]),
+    "000003": ("missing", [_line("text without motion")]),
+    "000004": (60, None),                                 # no text file
+    "000005": (30, [_line("too short")]),
+    "000006": ("nan", [_line("has NaN")]),
+    "000007": ("21 joints", [_line("KIT-like skeleton")]),
+    "000008": ("garbage", [_line("unreadable")]),
+    "000009": (60, [_line("short sub-clip only", "0.5", "1.0")]),  # [10, 20): 10 frames
+    "000010": (60, ["only#a#bad line"]),                  # 3 fields
+    "000011": (250, [_line("long motion"), _line("long sub", "1.0", "4.0")]),
+    "000012": (50, [_line("turns around"), _line("backwards span", "3.0", "1.0"),
+                    _line("bad time", "soon", "2.0")]),
+}
+VAL = {"000013": (45, [_line("waves the right hand.")])}
+TEST = {"000014": (120, [_line("sits down."), _line("stands up", "nan", "5.0")])}  # [0, 100)
+
+
+def _write_id(root: Path, motion_id: str, spec, seed: int) -> np.ndarray | None:
+    motion, lines = spec
+    npy = root / "new_joints" / f"{motion_id}.npy"
+    array = None
+    if motion == "nan":
+        array = _motion(seed, 60)
+        array[17, 3, 1] = np.nan
+    elif motion == "21 joints":
+        array = _motion(seed, 60, joints=21)
+    elif motion == "garbage":
+        npy.write_bytes(b"this is not a numpy file")
+    elif isinstance(motion, int):
+        array = _motion(seed, motion)
+    if array is not None:
+        np.save(npy, array)
+    if lines is not None:
+        (root / "texts" / f"{motion_id}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return array
+
+
+@pytest.fixture()
+def hml(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """A HumanML3D-like folder; returns (root, {id: the array saved})."""
+    root = tmp_path / "HumanML3D"
+    (root / "new_joints").mkdir(parents=True)
+    (root / "texts").mkdir()
+    arrays = {}
+    for split, ids in (("train", TRAIN), ("val", VAL), ("test", TEST)):
+        for seed, (motion_id, spec) in enumerate(ids.items()):
+            array = _write_id(root, motion_id, spec, seed + 100 * len(split))
+            if array is not None:
+                arrays[motion_id] = array
+        listed = list(ids) + (["000001"] if split == "train" else [])  # one duplicate
+        (root / f"{split}.txt").write_text("\n".join(listed) + "\n\n", encoding="utf-8")
+    return root, arrays
+
+
+def _flat(array: np.ndarray) -> np.ndarray:
+    return array.reshape(array.shape[0], 66).astype(np.float32)
+
+
+EXPECTED_TRAIN_LABELS = {
+    "000001": ["a person walks forward.", "someone walks", "a man strolls."],
+    "000001#0-50": ["sub four"],
+    "000001#10-55": ["sub one", "sub two"],
+    "000001#20-60": ["sub three"],
+    "000001#20-80": ["sub five"],
+    "000002": ["a person jumps.", "a person hops up"],
+    "M000002": ["a person jumps (mirrored)."],
+    "000012": ["turns around"],
+}
+EXPECTED_TRAIN_SKIPS = {
+    "duplicate_id": 1, "missing_npy": 1, "missing_text": 1, "unreadable_npy": 1,
+    "wrong_shape": 1, "nan_coordinates": 1,
+    "too_short": 2,            # 000005 (30 frames), 000009#10-20
+    "too_long": 1,             # 000011 (250 frames) with its sub-clip
+    "bad_caption_line": 3,     # 000002:2, 000010:1, 000012:3
+    "empty_caption": 1,        # 000002:3
+    "empty_span": 1,           # 000012:2
+    "no_whole_clip_captions": 1,  # 000009
+    "no_captions": 1,          # 000010
+}
+
+
+def test_train_records_labels_and_skips(hml):
+    root, arrays = hml
+    records, report = convert_split(root, "train")
+    assert {r["video_name"]: r["labels"] for r in records} == EXPECTED_TRAIN_LABELS
+    assert [r["video_name"] for r in records] == list(EXPECTED_TRAIN_LABELS)  # file order
+    assert all(r["motion_type"] is None for r in records)
+    summary = report.to_dict()
+    assert summary["skipped"] == EXPECTED_TRAIN_SKIPS
+    assert (summary["ids"], summary["clips"], summary["subclips"], summary["records"]) \
+        == (14, 4, 4, 8)
+    assert summary["texts"] == 8 + 2 + 1 + 1  # 000001 (3 whole + 5 sub), 000002, M000002, 000012
+    assert summary["subclip_lines_cut"] == 1
+    examples = summary["examples"]
+    assert examples["bad_caption_line"][0].startswith("texts/000002.txt:2:")
+    assert examples["bad_caption_line"][1].startswith("texts/000010.txt:1:")
+    assert examples["bad_caption_line"][2].startswith("texts/000012.txt:3: start time 'soon'")
+    assert examples["empty_caption"][0].startswith("texts/000002.txt:3:")
+    assert examples["empty_span"][0].startswith("texts/000012.txt:2: frames [60, 20)")
+    assert examples["missing_npy"] == ["000003 (new_joints/000003.npy)"]
+    assert examples["missing_text"] == ["000004 (texts/000004.txt)"]
+    assert examples["too_short"] == ["000005 (30 frames)", "000009#10-20 (10 frames)"]
+    assert examples["too_long"] == ["000011 (250 frames)"]
+    assert examples["nan_coordinates"] == ["000006 (new_joints/000006.npy) (first at frame 17)"]
+    assert "shape (60, 21, 3)" in examples["wrong_shape"][0]
+    assert examples["duplicate_id"] == ["000001"]
+
+
+def test_coordinates_equal_source_frames(hml):
+    root, arrays = hml
+    records, _ = convert_split(root, "train")
+    by_name = {r["video_name"]: r["coordinates"] for r in records}
+    for name, coords in by_name.items():
+        assert coords.dtype == np.float32 and coords.ndim == 2 and coords.shape[1] == 66
+    np.testing.assert_array_equal(by_name["000001"], _flat(arrays["000001"]))
+    np.testing.assert_array_equal(by_name["M000002"], _flat(arrays["M000002"]))
+    source = arrays["000001"]
+    for name, start_s, end_s in (("000001#10-55", 0.5, 2.75), ("000001#20-60", 1.0, 3.04),
+                                 ("000001#0-50", 0.0, 2.5), ("000001#20-80", 1.0, 9.0)):
+        expected = source[int(start_s * 20):int(end_s * 20)]  # HumanML3D's own slice
+        np.testing.assert_array_equal(by_name[name], _flat(expected))
+    assert by_name["000001#20-60"].shape[0] == 40  # truncation, not rounding (61)
+
+
+def test_convert_writes_loadable_pickles_and_summary(hml, tmp_path):
+    root, arrays = hml
+    out = tmp_path / "out"
+    summary = convert(root, out)
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "test.pkl", "train.pkl",
+                                                     "val.pkl"]
+    train = load_records(out / "train.pkl")
+    assert {r["video_name"]: r["labels"] for r in train} == EXPECTED_TRAIN_LABELS
+    val = load_records(out / "val.pkl")
+    assert [(r["video_name"], r["labels"]) for r in val] == [("000013", ["waves the right hand."])]
+    np.testing.assert_allclose(val[0]["coordinates"], arrays["000013"].astype(np.float32))
+    test = load_records(out / "test.pkl")
+    assert [(r["video_name"], r["labels"]) for r in test] == [
+        ("000014", ["sits down."]), ("000014#0-100", ["stands up"])]
+    np.testing.assert_array_equal(test[1]["coordinates"],
+                                  arrays["000014"][:100].astype(np.float32))
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert on_disk["splits"]["train"]["skipped"] == EXPECTED_TRAIN_SKIPS
+    assert on_disk["splits"]["val"]["skipped"] == {}
+    assert on_disk["options"]["min_frames"] == 40 and on_disk["options"]["max_frames"] == 199
+    with open(out / "train.pkl", "rb") as fh:  # raw records: [T, 66] float32
+        raw = pickle.load(fh)
+    assert all(r["coordinates"].shape[1] == 66 and r["coordinates"].dtype == np.float32
+               for r in raw)
+    text = humanml3d.format_summary(summary)
+    assert "bad_caption_line" in text and "texts/000002.txt:2" in text
+
+
+def test_options_change_filtering(hml):
+    root, _ = hml
+    records, report = convert_split(root, "train", Options(keep_subclips_of_filtered=True))
+    names = [r["video_name"] for r in records]
+    assert "000011#20-80" in names and "000011" not in names
+    assert report.to_dict()["skipped"]["too_long"] == 1
+    records, report = convert_split(root, "train", Options(mirrored=False, max_frames=0,
+                                                           min_frames=10))
+    names = [r["video_name"] for r in records]
+    assert "M000002" not in names and report.skipped["mirrored_excluded"] == 1
+    assert {"000011", "000011#20-80", "000005", "000009#10-20"} <= set(names)
+    records, report = convert_split(root, "train", Options(limit=2))
+    assert report.ids == 2
+    assert {r["video_name"] for r in records} == {"000001", "000001#0-50", "000001#10-55",
+                                                  "000001#20-60", "000001#20-80", "000002"}
+
+
+def test_cli_main_and_module_entry(hml, tmp_path, capsys):
+    root, _ = hml
+    out = tmp_path / "cli"
+    assert main(["--root", str(root), "--out", str(out), "--splits", "val", "test"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote val.pkl, test.pkl" in printed and "nothing skipped" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "test.pkl", "val.pkl"]
+    # existing pickles are kept unless --overwrite
+    assert main(["--root", str(root), "--out", str(out), "--splits", "val"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    done = subprocess.run(
+        [sys.executable, "-m", "dataloaders.humanml3d", "--root", str(root), "--out", str(out),
+         "--splits", "val", "--overwrite", "--min-frames", "50"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr  # 000013 has 45 frames: no val record left
+    assert "val.txt: no records left from 1 id(s) (skipped: too_short 1)" in done.stderr
+
+
+def test_errors_name_the_missing_path(hml, tmp_path, capsys):
+    root, _ = hml
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ConversionError, match="nowhere: HumanML3D root folder not found"):
+        convert(missing, tmp_path / "o1")
+    (root / "val.txt").unlink()
+    with pytest.raises(ConversionError, match=r"val\.txt: split file not found"):
+        convert(root, tmp_path / "o2")
+    assert main(["--root", str(root), "--out", str(tmp_path / "o3")]) == 2
+    assert "val.txt: split file not found" in capsys.readouterr().err
+    assert not (tmp_path / "o3").exists()  # nothing written
+    (root / "texts").rename(root / "texts_moved")
+    (root / "texts.zip").write_bytes(b"")
+    with pytest.raises(ConversionError, match="texts: folder not found.*texts.zip"):
+        convert(root, tmp_path / "o4", splits=["train"])
+
+
+@pytest.mark.parametrize("line, expected", [
+    (_line("whole"), ("whole", None)),
+    (_line("nan whole", "nan", "nan"), ("nan whole", None)),
+    (_line("open start", "nan", "2.0"), ("open start", (0, 40))),
+    ("cap#with#extra#tokens#0.1#0.2", ("cap", (2, 4))),
+])
+def test_parse_caption_line(line, expected):
+    assert humanml3d.parse_caption_line(line) == expected
+
+
+@pytest.mark.parametrize("line", ["caption only", "a#b#c", _line("neg", "-1.0", "2.0"),
+                                  _line("inf", "0.0", "inf"), _line("x", "one", "2")])
+def test_parse_caption_line_rejects(line):
+    with pytest.raises(humanml3d._BadLine):
+        humanml3d.parse_caption_line(line)
