@@ -41,13 +41,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import pickle
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -405,27 +404,12 @@ def convert_split(root: str | Path, split: str, options: Options = Options()
 # ---------------------------------------------------------------------------------------------
 # Writing and reporting.
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _readable(write: Callable[[IO], None]) -> Callable[[IO], None]:
-    """Give the temporary file the usual ``0o666 & ~umask`` mode (mkstemp makes it 0o600)."""
-    def wrapped(fh: IO) -> None:
-        os.fchmod(fh.fileno(), 0o666 & ~_umask())
-        write(fh)
-    return wrapped
-
-
 def _write_pickle(path: Path, records: list[dict[str, Any]]) -> None:
-    atomic_write(path, _readable(lambda fh: pickle.dump(records, fh, protocol=4)))
+    atomic_write(path, lambda fh: pickle.dump(records, fh, protocol=4))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write(path, _readable(lambda fh: fh.write(json.dumps(data, indent=2) + "\n")),
-                 mode="w")
+    atomic_write(path, lambda fh: fh.write(json.dumps(data, indent=2) + "\n"), mode="w")
 
 
 def convert(root: str | Path, out: str | Path, *, splits: Sequence[str] = SPLITS,

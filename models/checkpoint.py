@@ -30,12 +30,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, and rename it over ``path``.
 
     A crash or an error leaves either the old file or the new one, never a partial file; the
-    temporary file is removed on error.
+    temporary file is removed on error. The file gets the usual ``0o666 & ~umask`` mode (a bare
+    ``mkstemp`` file would be readable by its owner only).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             write(f)
             f.flush()
@@ -46,6 +48,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], mode: str
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:

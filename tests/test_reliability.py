@@ -527,3 +527,17 @@ def test_a_frozen_rank_is_caught_by_the_collective_timeout(tmp_path):
     assert code != 0 and 5 < elapsed < 120, (code, elapsed)
     err = (tmp_path / "rank0.err").read_text()
     assert "a collective operation failed" in err and "train.dist_timeout_s" in err, err[-2000:]
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    """Checkpoints and run files are as readable as any file the user writes (not mkstemp's 0600)."""
+    from models.checkpoint import atomic_write_text
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text("x", tmp_path / "a.txt")
+        assert path.stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        path = atomic_write_text("y", tmp_path / "b.txt")
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
