@@ -4,6 +4,7 @@ Every run uses the tiny overrides of tests/test_train.py (a run takes about a se
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import signal
@@ -225,6 +226,111 @@ def test_sigterm_checkpoints_at_a_step_boundary_exits_0_and_resumes(tmp_path):
     b = load_checkpoint(tmp_path / "term" / "checkpoints" / "last.pt")["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "straight" / "metrics.jsonl").read_text() == (tmp_path / "term" / "metrics.jsonl").read_text()
+
+
+# ======================================================================= 1. SIGKILL at any moment =
+KILL_EPOCHS = 16
+
+
+def kill_run_args(results: Path, experiment: str, slow_writes: bool) -> list[str]:
+    # Every epoch is evaluated and saved, so kills land in steps, evaluations and checkpoint writes;
+    # the launcher stretches each checkpoint write over ~0.2 s so that kills can land inside one.
+    script = "tests/slow_save_launcher.py" if slow_writes else "train_t5_stagcn.py"
+    return [sys.executable, script,
+            *tiny(results, experiment, f"train.epochs={KILL_EPOCHS}", "eval.at_start=true")]
+
+
+def kill_env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def checkpoints_all_load(folder: Path) -> list[str]:
+    """Every ``*.pt`` in ``folder`` loads completely (temporaries are not ``*.pt``)."""
+    names = sorted(p.name for p in folder.glob("*.pt"))
+    for name in names:
+        load_checkpoint(folder / name)  # raises on a truncated file
+    return names
+
+
+def kill_when(proc: subprocess.Popen, ready, rng, limit: float = 120) -> str:
+    """Poll until ``ready()`` says what moment it is (or the process ends), then SIGKILL."""
+    deadline = time.monotonic() + limit
+    while proc.poll() is None and time.monotonic() < deadline:
+        moment = ready()
+        if moment:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return moment
+        time.sleep(0.001)
+    proc.wait()
+    return "finished" if proc.returncode == 0 else f"exit {proc.returncode}"
+
+
+def test_sigkill_at_random_moments_resumes_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL during steps, evaluations and checkpoint writes; each time the same command is run
+    again. The run must end with the weights and metrics.jsonl of a run never interrupted, no
+    checkpoint may ever be truncated, and no temporary file may be left behind."""
+    import random
+    env, rng = kill_env(), random.Random(1234)
+    run = tmp_path / "killed"
+    ck, log_file = run / "checkpoints", run / "train.log"
+    args = kill_run_args(tmp_path, "killed", slow_writes=True)
+
+    def log_text() -> str:
+        return log_file.read_text(encoding="utf-8") if log_file.is_file() else ""
+
+    def after_random_delay() -> str:  # anywhere once the model is built: a step, an evaluation, a save
+        nonlocal start
+        if start is None and log_text().count(" model: ") > models_before:
+            start = time.monotonic()
+        return "random" if start is not None and time.monotonic() > start + delay else ""
+
+    def during_a_write() -> str:  # a checkpoint's temporary file is being filled right now
+        partial = [p for p in ck.glob(".tmp-*") if p.exists() and p.stat().st_size > 0] if ck.is_dir() else []
+        return "checkpoint write" if partial else ""
+
+    def during_evaluation() -> str:  # an epoch has just finished training: it is being evaluated
+        done = log_text().count(" done: mean loss")
+        return "evaluation" if done > done_before else ""
+
+    moments, kills, resumed = [], 0, 0
+    plans = ["random", "write", "random", "evaluation", "random", "write", "random", "evaluation",
+             "random", "random", "write", "random"]
+    for plan in plans:
+        done_before = log_text().count(" done: mean loss")
+        models_before = log_text().count(" model: ")
+        start, delay = None, rng.uniform(0.0, 2.5)
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        moment = kill_when(proc, {"random": after_random_delay, "write": during_a_write,
+                                  "evaluation": during_evaluation}[plan], rng)
+        moments.append(moment)
+        if moment == "finished":
+            break
+        kills += 1
+        if ck.is_dir():
+            checkpoints_all_load(ck)
+    resumed = log_text().count("resumed from ")
+    final = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert kills >= 10, f"only {kills} kills landed before the run finished: {moments}"
+    assert {"checkpoint write", "evaluation", "random"} <= set(moments), moments
+    assert resumed >= 1
+    no_temporaries(run)
+    assert checkpoints_all_load(ck)
+
+    straight = tmp_path / "straight"
+    done = subprocess.run(kill_run_args(tmp_path, "straight", slow_writes=False), cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a = load_checkpoint(straight / "checkpoints" / "last.pt")
+    b = load_checkpoint(ck / "last.pt")
+    assert a["state"] == b["state"] and b["state"]["epoch"] == KILL_EPOCHS
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert (straight / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(KILL_EPOCHS + 1))
+    print(f"SIGKILL x {kills} ({', '.join(moments)}); {resumed} resumed from a checkpoint; final weights equal")
 
 
 # ======================================================================= 4. non-finite loss =======
