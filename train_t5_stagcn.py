@@ -426,6 +426,28 @@ def evaluate(model: Captioner, data: Data, cfg: schema.Config, dist: Dist) -> tu
     return predictions, broadcast_object(metrics, dist)
 
 
+def trim_metrics(path: Path, last_epoch: int) -> None:
+    """Keep the ``metrics.jsonl`` lines of epochs <= ``last_epoch`` (the resumed checkpoint's; -1
+    on a fresh start). A run killed after an evaluation but before that epoch's checkpoint
+    evaluates the epoch again on resume; without this its line would appear twice (or half-written).
+    """
+    if not path.is_file():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            entry = None
+        if isinstance(entry, dict) and isinstance(entry.get("epoch"), int) and entry["epoch"] <= last_epoch:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        log.info("metrics.jsonl: dropped %d line(s) written after the checkpoint being resumed", dropped)
+        ckpt.atomic_write_text("".join(k + "\n" for k in kept), path)
+
+
 def log_evaluation(run_dir: Path, writer, epoch: int, state: State, predictions: dict, metrics: dict,
                    data: Data, cfg: schema.Config) -> None:
     ckpt.atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
@@ -594,6 +616,8 @@ def main(argv: list[str] | None = None) -> dict:
     elif init_state is not None:
         load_finetune_weights(model, init_state, init_path)
     del init_state
+    if dist.main:
+        trim_metrics(run_dir / "metrics.jsonl", state.epoch if resume else -1)
 
     ddp_model = DistributedDataParallel(model, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None) \
         if dist.world > 1 else model
