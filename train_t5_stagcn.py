@@ -449,7 +449,7 @@ def trim_metrics(path: Path, last_epoch: int) -> None:
 
 
 def log_evaluation(run_dir: Path, writer, epoch: int, state: State, predictions: dict, metrics: dict,
-                   data: Data, cfg: schema.Config) -> None:
+                   data: Data, cfg: schema.Config, model: Captioner | None = None) -> None:
     ckpt.atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
                            run_dir / "predictions" / f"epoch_{epoch:04d}.json")
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
@@ -465,7 +465,39 @@ def log_evaluation(run_dir: Path, writer, epoch: int, state: State, predictions:
         for k, v in flat.items():
             writer.add_scalar(f"eval/{k}", v, state.step)
         writer.add_text("eval/samples", "\n\n".join(lines), state.step)
+        if model is not None and cfg.eval.num_logged_pictures > 0:
+            log_attention_pictures(writer, model, data, cfg, samples, state.step)
         writer.flush()
+
+
+_picture_warnings: set[str] = set()
+
+
+def log_attention_pictures(writer, model: Captioner, data: Data, cfg: schema.Config, video_names: list[str],
+                           step: int) -> None:
+    """Node- and cross-attention heat maps of the first logged test clips (skipped without matplotlib)."""
+    try:
+        from evaluation import pictures
+        pictures.require_matplotlib()
+    except ImportError as exc:
+        if "matplotlib" not in _picture_warnings:
+            _picture_warnings.add("matplotlib")
+            log.warning("attention pictures are not logged: %s", exc)
+        return
+    index = {vid: i for i, vid in enumerate(data.test.clip_ids())}
+    names = [vid for vid in video_names if vid in index][:cfg.eval.num_logged_pictures]
+    if not names:
+        return
+    batch = to_device(data.collate([data.test[index[vid]] for vid in names]), next(model.parameters()).device)
+    with torch.random.fork_rng(devices=[]):  # leave the training RNG stream untouched
+        attentions = pictures.clip_attention(model, batch, num_beams=cfg.eval.num_beams,
+                                             max_new_tokens=cfg.eval.max_new_tokens)
+    for attn in attentions:
+        matrix, columns = pictures.attention_for_display(attn)
+        writer.add_figure(f"attention/node/{attn.video_name}", pictures.node_attention_figure(
+            attn.node, frame_stride=attn.frame_stride, title=f"{attn.video_name}: node attention"), step)
+        writer.add_figure(f"attention/cross/{attn.video_name}", pictures.cross_attention_figure(
+            matrix, attn.words, columns, title=f"{attn.video_name}: {attn.text}"), step)
 
 
 # ============================================================================ training =======
@@ -636,7 +668,7 @@ def main(argv: list[str] | None = None) -> dict:
         if cfg.eval.at_start and state.step == 0 and state.epoch == 0 and not resume:
             predictions, metrics = evaluate(model, data, cfg, dist)
             if dist.main:
-                log_evaluation(run_dir, writer, 0, state, predictions, metrics, data, cfg)
+                log_evaluation(run_dir, writer, 0, state, predictions, metrics, data, cfg, model)
         model.train()
         while state.epoch < cfg.train.epochs:
             if not train_one_epoch(ddp_model, model, data, cfg, dist, optimizer, scheduler, scaler, amp_dtype,
@@ -648,7 +680,7 @@ def main(argv: list[str] | None = None) -> dict:
             if is_eval_epoch(state.epoch, cfg):
                 predictions, metrics = evaluate(model, data, cfg, dist)
                 if dist.main:
-                    log_evaluation(run_dir, writer, state.epoch, state, predictions, metrics, data, cfg)
+                    log_evaluation(run_dir, writer, state.epoch, state, predictions, metrics, data, cfg, model)
                     keep_best(run_dir, model, metrics, state, cfg, tok_files)
                 state.best_score = broadcast_object(state.best_score, dist)
             if state.epoch % cfg.train.save_every_epochs == 0 or state.epoch == cfg.train.epochs:

@@ -123,6 +123,7 @@ class EvalConfig:
     metric: str = "CIDEr"  # which metric picks `best.pt`
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
     num_logged_samples: int = 4
+    num_logged_pictures: int = 2  # clips whose node/cross-attention maps go to TensorBoard (0: none)
 
 
 @dataclass
@@ -157,6 +158,7 @@ POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.
             "train.save_every_epochs", "train.log_every", "train.dist_timeout_s")
 NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip",
                 "train.keep_epoch_checkpoints", "train.limit_steps", "data.num_workers",
+                "eval.num_logged_pictures",
                 "model.encoder.dropout", "model.projection.dropout")
 
 

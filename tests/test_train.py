@@ -28,7 +28,7 @@ def tiny(results: Path, experiment: str, *extra: str) -> list[str]:
         "model.t5.config={d_model: 32, d_ff: 64, d_kv: 8, num_layers: 1, num_decoder_layers: 1, num_heads: 4}",
         "model.tokenizer.vocab_size=200", "train.epochs=2", "train.batch_size=8",
         "train.deterministic=true", "eval.use_java=false", "eval.max_new_tokens=6", "eval.at_start=false",
-        "eval.every=1", *extra,
+        "eval.every=1", "eval.num_logged_pictures=0", *extra,
     ]
 
 

@@ -1,0 +1,299 @@
+"""Caption motion files with a trained run: read inputs, build features as training does, generate.
+
+The caption command (``caption.py``) and the pictures (``evaluation.pictures``) share these, so a
+clip is read, paired with its standard and turned into features in one place:
+
+* :func:`read_motion`: a ``.npy`` of ``[T, 22, 3]`` or ``[T, 66]`` (a HumanML3D ``new_joints``
+  file is ``[T, 22, 3]``) -> float32 ``[T, 22, 3]``, with errors that name the file.
+* :func:`records_from_inputs`: ``.npy`` files and dataset pickles (read with the restricted
+  unpickler of :mod:`dataloaders.records`) -> validated records, optionally only some
+  ``video_name`` s.
+* :func:`read_standards` / :func:`pair_with_standards`: the standard of each clip, for a model
+  with the reference branch (``model.reference == "subtract"``).
+* :func:`caption_records`: records -> ``{video_name: [texts]}`` through
+  :class:`dataloaders.dataset.MotionTextDataset` (``train=False``, the run's ``data.normalise``
+  and segment) and :class:`dataloaders.collate.Collator`, i.e. exactly the features the model
+  saw in training and evaluation.
+
+Problems with the inputs are :class:`dataloaders.records.DataError` (file, record, what was
+expected, what was found); option conflicts are :class:`UsageError`.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from dataloaders.records import NUM_JOINTS, DataError, DataFileNotFound, load_records, load_standards, \
+    validate_records
+
+__all__ = ["UsageError", "MOTION_SUFFIXES", "DATASET_SUFFIXES", "load_model", "read_motion",
+           "records_from_inputs", "read_standards", "standard_for_every_clip", "pair_with_standards", "choose_segment",
+           "build_dataset", "iter_batches", "generation_kwargs", "caption_records", "uses_standards"]
+
+log = logging.getLogger("motion2text.inference")
+
+MOTION_SUFFIXES = (".npy",)
+DATASET_SUFFIXES = (".pkl", ".pickle")
+MOTION_EXPECTED = f"a numeric array [T, {NUM_JOINTS}, 3] or [T, {NUM_JOINTS * 3}] with T >= 2 and finite values"
+
+
+class UsageError(ValueError):
+    """Options that do not fit together (e.g. several return sequences from greedy decoding)."""
+
+
+# ============================================================================ the model ======
+def load_model(run: str | Path | None = None, ckpt: str | Path | None = None,
+               device: str = "auto") -> tuple[Any, Any, Path]:
+    """(captioner in eval mode on ``device``, its config, the checkpoint path) from a run or a file."""
+    from models.build import checkpoint_of_run, load_trained
+
+    if (run is None) == (ckpt is None):
+        raise UsageError("give exactly one of --run RUN_DIR and --ckpt FILE")
+    path = Path(ckpt) if ckpt is not None else checkpoint_of_run(run)
+    model, cfg = load_trained(path)
+    target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          "cpu" if device == "auto" else device)
+    return model.to(target).eval(), cfg, path
+
+
+# ============================================================================ reading ========
+def read_motion(path: str | Path) -> np.ndarray:
+    """A motion ``.npy`` -> float32 ``[T, 22, 3]``; a :class:`DataError` naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileNotFound(f"{path}: motion file not found")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable .npy motion file (expected {MOTION_EXPECTED}; "
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise DataError(f"{path}: expected {MOTION_EXPECTED}, found {type(array).__name__} "
+                        f"of dtype {getattr(array, 'dtype', '?')}")
+    if array.ndim == 2 and array.shape[1] == NUM_JOINTS * 3:
+        array = array.reshape(array.shape[0], NUM_JOINTS, 3)  # (T, 66) -> (T, V, 3)
+    if not (array.ndim == 3 and array.shape[1:] == (NUM_JOINTS, 3)):
+        raise DataError(f"{path}: expected {MOTION_EXPECTED}, found shape {tuple(array.shape)}")
+    if array.shape[0] < 2:
+        raise DataError(f"{path}: expected {MOTION_EXPECTED}, found {array.shape[0]} frame(s)")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        frame, joint, _ = np.argwhere(~np.isfinite(array))[0]
+        raise DataError(f"{path}: expected {MOTION_EXPECTED}, found a non-finite value at frame "
+                        f"{frame}, joint {joint}")
+    return array
+
+
+def _unique_name(path: Path, taken: set[str]) -> str:
+    """The file's stem, or its path when another input already has that stem."""
+    return path.stem if path.stem not in taken else str(path)
+
+
+def _records_of_pickle(path: Path, video_names: Sequence[str] | None) -> list[dict]:
+    records = load_records(path, need_labels=False)
+    if not video_names:
+        return records
+    wanted = set(video_names)
+    return [rec for rec in records if rec["video_name"] in wanted]
+
+
+def records_from_inputs(paths: Sequence[str | Path],
+                        video_names: Sequence[str] | None = None) -> list[dict]:
+    """Validated records (``need_labels=False``) of motion ``.npy`` files and dataset pickles.
+
+    A ``.npy`` becomes one record named after the file's stem (``labels`` empty). A pickle gives
+    all its records, or with ``video_names`` only those; a name found in no pickle is an error.
+    """
+    if not paths:
+        raise UsageError("no input files given")
+    records: list[dict] = []
+    taken: set[str] = set()
+    for raw in paths:
+        path = Path(raw)
+        suffix = path.suffix.lower()
+        if suffix in MOTION_SUFFIXES:
+            name = _unique_name(path, taken)
+            found = validate_records([{"video_name": name, "coordinates": read_motion(path), "labels": []}],
+                                     str(path), need_labels=False)
+        elif suffix in DATASET_SUFFIXES:
+            found = _records_of_pickle(path, video_names)
+        else:
+            raise DataError(f"{path}: unsupported input; expected a motion .npy ([T, 22, 3] or "
+                            f"[T, 66]) or a dataset pickle (.pkl)")
+        for rec in found:
+            if rec["video_name"] in taken:
+                raise DataError(f"{path}: video_name {rec['video_name']!r} was already read from "
+                                f"another input; video names must be unique")
+            taken.add(rec["video_name"])
+        records.extend(found)
+    if video_names:
+        pickles = [str(p) for p in paths if Path(p).suffix.lower() in DATASET_SUFFIXES]
+        missing = [v for v in video_names if v not in taken]
+        if not pickles:
+            raise UsageError("--video_name selects clips of a dataset pickle, but no .pkl input was given")
+        if missing:
+            raise DataError(f"{', '.join(pickles)}: no clip with video_name {', '.join(map(repr, missing))}")
+    return records
+
+
+# ============================================================================ standards ======
+def read_standards(path: str | Path, motion_type: str | None = None) -> dict[str, np.ndarray]:
+    """``{name: [T, 22, 3]}`` from a standard pickle (only ``motion_type`` when given) or a ``.npy``.
+
+    A ``.npy`` standard is named ``motion_type`` when given, else after its file's stem.
+    """
+    path = Path(path)
+    if path.suffix.lower() in MOTION_SUFFIXES:
+        return {motion_type or path.stem: read_motion(path)}
+    if path.suffix.lower() not in DATASET_SUFFIXES:
+        raise DataError(f"{path}: unsupported standard; expected a standard pickle (.pkl) or a "
+                        f"motion .npy ([T, 22, 3] or [T, 66])")
+    standards = load_standards(path)
+    if motion_type is None:
+        return standards
+    if motion_type not in standards:
+        raise DataError(f"{path}: no standard named {motion_type!r} (--motion_type); the file "
+                        f"holds {', '.join(sorted(standards))}")
+    return {motion_type: standards[motion_type]}
+
+
+def standard_for_every_clip(path: str | Path, motion_type: str | None) -> str | None:
+    """The standard that serves every clip: ``motion_type`` when given, a ``.npy``'s own name,
+    else None (each clip's ``motion_type`` picks its standard of the pickle)."""
+    if motion_type is not None:
+        return motion_type
+    return Path(path).stem if Path(path).suffix.lower() in MOTION_SUFFIXES else None
+
+
+def pair_with_standards(records: Sequence[dict], standards: Mapping[str, np.ndarray],
+                        every_clip: str | None = None) -> list[dict]:
+    """Copies of ``records`` whose ``motion_type`` names their standard in ``standards``.
+
+    ``every_clip`` (see :func:`standard_for_every_clip`) gives every clip that standard; otherwise
+    each clip's own ``motion_type`` picks its standard, and a clip without a match is an error.
+    """
+    if every_clip is not None:
+        if every_clip not in standards:
+            raise UsageError(f"no standard named {every_clip!r}; have {', '.join(sorted(standards))}")
+        return [{**rec, "motion_type": every_clip} for rec in records]
+    paired = []
+    for rec in records:
+        if rec.get("motion_type") not in standards:
+            raise DataError(f"clip {rec['video_name']!r}: motion_type {rec.get('motion_type')!r} "
+                            f"has no standard in the --standard file (it holds "
+                            f"{', '.join(sorted(standards))}); pick one with --motion_type")
+        paired.append(dict(rec))
+    return paired
+
+
+def uses_standards(model: Any, standards: Mapping[str, np.ndarray] | None) -> bool:
+    """Whether the model's reference branch gets real standards (else the first-frame stand-in)."""
+    return model.reference == "subtract" and bool(standards)
+
+
+# ============================================================================ features =======
+def _has_segment(rec: Mapping[str, Any], segment: str, start: str, end: str) -> bool:
+    return rec.get(f"{segment}_{start}") is not None and (
+        rec.get(f"{segment}_{end}") is not None or rec.get(f"{segment}_seq_len") is not None)
+
+
+def choose_segment(requested: str, cfg: Any, records: Sequence[Mapping[str, Any]],
+                   with_standards: bool) -> str:
+    """The segment to crop: ``auto`` is the run's ``data.segment`` when every clip has its fields,
+    else the whole clip (``none``, with a note); an explicit choice is used as given."""
+    if requested != "auto":
+        return requested
+    segment = cfg.data.segment
+    if segment == "none":
+        return "none"
+    complete = all(_has_segment(r, segment, "start_frame", "end_frame") and
+                   (not with_standards or _has_segment(r, segment, "std_start_frame", "std_end_frame"))
+                   for r in records)
+    if not complete:
+        log.warning("the run was trained on the %r segment, but not every input has %s_* fields: "
+                    "captioning whole clips (segment none)", segment, segment)
+        return "none"
+    return segment
+
+
+def build_dataset(model: Any, cfg: Any, records: Sequence[dict],
+                  standards: Mapping[str, np.ndarray] | None, segment: str = "auto",
+                  source: str = "<inputs>") -> Any:
+    """The evaluation dataset of these records, built as training builds its test set."""
+    from dataloaders.dataset import MotionTextDataset
+
+    with_std = uses_standards(model, standards)
+    segment = choose_segment(segment, cfg, records, with_std)
+    return MotionTextDataset(records, standards if with_std else None, segment=segment,
+                             normalise=cfg.data.normalise, reference=with_std, train=False,
+                             seed=cfg.seed, source=source)
+
+
+def iter_batches(dataset: Any, batch_size: int, device: torch.device | str = "cpu"
+                 ) -> Iterator[dict[str, Any]]:
+    """Collated batches in dataset order, tensors on ``device`` (no labels: nothing to train)."""
+    from dataloaders.collate import Collator
+
+    collate = Collator(tokenizer=None)
+    for start in range(0, len(dataset), batch_size):
+        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+        yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+# ============================================================================ generation =====
+def generation_kwargs(num_beams: int = 1, sample: bool = False, temperature: float | None = None,
+                      top_p: float | None = None, num_return_sequences: int = 1,
+                      max_new_tokens: int = 64) -> dict[str, Any]:
+    """Checked keyword arguments for ``T5.generate``."""
+    if num_beams < 1 or num_return_sequences < 1 or max_new_tokens < 1:
+        raise UsageError("--num_beams, --num_return_sequences and --max_new_tokens must be >= 1")
+    if not sample and num_return_sequences > num_beams:
+        raise UsageError(f"--num_return_sequences {num_return_sequences} needs --sample or "
+                         f"--num_beams >= {num_return_sequences} (greedy/beam search keeps "
+                         f"{num_beams} hypothesis(es))")
+    if not sample and (temperature is not None or top_p is not None):
+        raise UsageError("--temperature and --top_p only apply with --sample")
+    if temperature is not None and temperature <= 0:
+        raise UsageError(f"--temperature must be > 0, got {temperature}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise UsageError(f"--top_p must be in (0, 1], got {top_p}")
+    kwargs: dict[str, Any] = dict(num_beams=num_beams, do_sample=sample,
+                                  num_return_sequences=num_return_sequences, max_new_tokens=max_new_tokens)
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    if top_p is not None:
+        kwargs["top_p"] = top_p
+    return kwargs
+
+
+@torch.no_grad()
+def caption_records(model: Any, cfg: Any, records: Sequence[dict],
+                    standards: Mapping[str, np.ndarray] | None = None, *, batch_size: int = 16,
+                    segment: str = "auto", seed: int = 0, progress: bool = False,
+                    **generate: Any) -> dict[str, list[str]]:
+    """``{video_name: [texts]}``: ``num_return_sequences`` texts per clip, clips in input order.
+
+    ``records`` carry their standard's name in ``motion_type`` (see :func:`pair_with_standards`).
+    ``generate`` are ``T5.generate`` arguments, e.g. from :func:`generation_kwargs` (default:
+    greedy, 64 new tokens). ``seed`` makes sampling repeatable.
+    """
+    from tqdm import tqdm
+
+    generate = {"max_new_tokens": 64, **generate}
+    per_clip = int(generate.get("num_return_sequences", 1))
+    dataset = build_dataset(model, cfg, records, standards, segment)
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    model.eval()
+    captions: dict[str, list[str]] = {}
+    batches = iter_batches(dataset, batch_size, device)
+    for batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc="captioning",
+                      disable=not progress, leave=False):
+        texts = model.generate(batch, **generate)  # (N * per_clip,) texts, each clip's together
+        for i, name in enumerate(batch["video_names"]):
+            captions[name] = texts[i * per_clip:(i + 1) * per_clip]
+    return captions
