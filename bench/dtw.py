@@ -33,7 +33,7 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from alignment.dtw import dtw, dtw_batch, dtw_from_cost, local_cost  # noqa: E402
+from alignment.dtw import dtw, dtw_batch  # noqa: E402
 from alignment.reference import naive_dtw, naive_local_cost  # noqa: E402
 
 

@@ -64,9 +64,14 @@ class Captioner(nn.Module):
         return tokens, token_mask
 
     def forward(self, batch: dict) -> torch.Tensor:
-        """Teacher-forced cross-entropy of the target texts (labels padded with -100)."""
+        """Teacher-forced cross-entropy of the target texts (labels padded with -100).
+
+        ``use_cache=False``: teacher forcing needs no key/value cache; T5's decoder would otherwise
+        build one per call from a deep copy of its config, a new object every step that makes
+        ``torch.compile`` recompile the forward at every step (bench/train_step.py --compile).
+        """
         embeds, attn = self.encode(batch)
-        out = self.t5(inputs_embeds=embeds, attention_mask=attn, labels=batch["labels"])
+        out = self.t5(inputs_embeds=embeds, attention_mask=attn, labels=batch["labels"], use_cache=False)
         return out.loss
 
     @torch.no_grad()

@@ -1,0 +1,159 @@
+"""The benchmarks in bench/ run end to end in their tiniest mode and write the JSON they promise.
+
+No timing is asserted: only that every row is there and every figure is a finite positive number,
+plus the few things a benchmark computes that can be checked by hand (padded-frame fractions, the
+padding helper) and the Collator's token-id cache against the tokenizer called directly.
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from bench import common, data, generate, profile_step, train_step
+from dataloaders.collate import IGNORE_INDEX, Collator
+
+
+@pytest.fixture(autouse=True)
+def restore_global_state():
+    """The benchmarks set torch's thread count and quieten transformers: undo both afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    threads, verbosity = torch.get_num_threads(), hf_logging.get_verbosity()
+    yield
+    torch.set_num_threads(threads)
+    hf_logging.set_verbosity(verbosity)
+
+
+def positive(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+def run(main, tmp_path, *argv: str) -> dict:
+    out = tmp_path / "out.json"
+    assert main([*argv, "--out", str(out)]) == 0
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+# ============================================================================ train_step =====
+def test_train_step_writes_plain_and_reference_rows(tmp_path):
+    result = run(train_step.main, tmp_path, "--quick", "--steps", "1", "--warmup", "0", "--configs", "tiny",
+                 "--policies", "time_pool", "--batches", "2", "--padding-batch", "2", "--padding-steps", "1",
+                 "--threads", "1")
+    rows = result["rows"]
+    assert [(r["config"], r["policy"], r["batch"], r["reference"]) for r in rows] == [
+        ("tiny", "time_pool", 2, "none"), ("tiny", "time_pool", 2, "subtract")]
+    for r in rows:
+        for key in ("params_M", "step_s", "samples_per_s", "peak_MiB", "step_peak_MiB"):
+            assert positive(r[key]), (key, r[key])
+        assert r["peak_MiB"] > r["step_peak_MiB"]  # weights and optimizer state come on top
+        assert r["samples_per_s"] == pytest.approx(2 / r["step_s"])
+    assert positive(rows[1]["ref_over_plain"])
+    assert rows[1]["ref_over_plain"] == pytest.approx(rows[1]["step_s"] / rows[0]["step_s"])
+    padding = result["padding"]
+    if common.bx_present():
+        assert [r["order"] for r in padding["rows"]] == ["random", "length-sorted"]
+        for r in padding["rows"]:
+            assert 0 <= r["padded_per_batch"] <= r["padded_to_longest"] < 1
+            assert positive(r["time_ratio"]) and positive(r["step_s_per_batch"])
+    else:
+        assert "BX" in padding["skipped"]
+
+
+def test_padded_fractions_by_hand():
+    lengths = [2, 4, 6, 8]
+    got = train_step.padded_fractions([[0, 1], [2, 3]], lengths)
+    # per batch: slots 2*4 + 2*8 = 24 for 20 real frames; to the longest: 4*8 = 32 slots
+    assert got["padded_per_batch"] == pytest.approx(4 / 24)
+    assert got["padded_to_longest"] == pytest.approx(12 / 32)
+    assert got["frames_per_batch"] == pytest.approx(6.0)
+
+
+def test_epoch_orders_cover_every_sample_once_and_sorted_batches_are_tight():
+    lengths = [5, 1, 9, 3, 7, 2, 8]
+    orders = train_step.epoch_orders(lengths, batch=3, seed=0)
+    for batches in orders.values():
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    spans = sorted(sorted(lengths[i] for i in b) for b in orders["length-sorted"])
+    assert spans == [[1, 2, 3], [5, 7, 8], [9]]
+
+
+def test_pad_time_keeps_the_clip_and_masks_the_rest():
+    x = torch.randn(2, 6, 3, 22)
+    batch = {"x": x, "std_x": x + 1, "mask": torch.tensor([[1, 1, 0], [1, 1, 1]], dtype=torch.bool)}
+    grown = train_step.pad_time(batch, 5)
+    assert grown["x"].shape == grown["std_x"].shape == (2, 6, 5, 22)
+    assert torch.equal(grown["x"][:, :, :3], x) and torch.equal(grown["std_x"][:, :, :3], x + 1)
+    assert grown["x"][:, :, 3:].abs().sum() == 0
+    assert grown["mask"].tolist() == [[True, True, False, False, False], [True, True, True, False, False]]
+
+
+def test_cuda_only_options_fail_clearly_on_cpu():
+    with pytest.raises(SystemExit, match="--amp bf16 needs --device cuda"):
+        train_step.main(["--device", "cpu", "--amp", "bf16"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="sees no CUDA device"):
+            train_step.main(["--device", "cuda"])
+
+
+# ============================================================================ generate =======
+def test_generate_writes_a_row_per_decoding_and_batch(tmp_path):
+    result = run(generate.main, tmp_path, "--quick", "--clips", "4", "--batches", "1,2", "--new-tokens", "2",
+                 "--threads", "1")
+    keys = [(r["decoding"], r["batch"], r["order"]) for r in result["rows"]]
+    assert keys == [("greedy", 1, "random"), ("greedy", 2, "random"), ("greedy", 2, "length-sorted"),
+                    ("beam 3", 1, "random"), ("beam 3", 2, "random"), ("beam 3", 2, "length-sorted")]
+    for r in result["rows"]:
+        for key in ("seconds", "captions_per_s", "tokens_per_s", "encode_seconds", "speedup_vs_smallest_batch"):
+            assert positive(r[key]), (key, r[key])
+        assert r["tokens_per_s"] == pytest.approx(2 * r["captions_per_s"])
+    assert set(result["captions_agree"]) == {"greedy, batch 2", "greedy, batch 2 length-sorted",
+                                             "beam 3, batch 2", "beam 3, batch 2 length-sorted"}
+    assert all(0 <= v <= 4 for v in result["captions_agree"].values())
+
+
+# ============================================================================ data ===========
+def test_data_writes_throughput_rows_and_load_times(tmp_path):
+    result = run(data.main, tmp_path, "--quick", "--batch", "64")
+    names = [r["pipeline"] for r in result["rows"]]
+    assert names == ["__getitem__ only", "__getitem__ + Collator (frames only)",
+                     "__getitem__ + Collator (with tokenizer)", "DataLoader(num_workers=0) + Collator"]
+    for r in result["rows"]:
+        assert positive(r["clips_per_s"]) and positive(r["first_pass_clips_per_s"]) and positive(r["us_per_clip"])
+    for when in ("cold", "warm"):
+        steps = result["first_load_s"][when]
+        assert all(positive(v) for v in steps.values())
+        assert steps["total"] == pytest.approx(sum(v for k, v in steps.items() if k != "total"))
+
+
+# ============================================================================ profile_step ===
+def test_profile_step_writes_phases_and_top_ops(tmp_path):
+    result = run(profile_step.main, tmp_path, "--steps", "1", "--warmup", "0", "--batch", "2", "--top", "5",
+                 "--threads", "1")
+    phases = result["phases_ms_per_step"]
+    assert positive(result["step_ms"])
+    assert result["step_ms"] == pytest.approx(phases["forward"] + phases["backward"] + phases["optimizer"])
+    for part in ("forward/encoder", "forward/encoder (reference, no grad)", "forward/projection", "forward/t5"):
+        assert 0 < phases[part] < phases["forward"], part
+    assert len(result["top_ops"]) == 5
+    assert all(0 < op["self_cpu_share"] <= 1 and op["calls_per_step"] >= 1 for op in result["top_ops"])
+
+
+# ============================================================================ Collator cache ==
+def test_cached_token_ids_equal_the_tokenizer_called_directly():
+    """The Collator pads cached ids itself; its labels must equal the padded tokenizer call."""
+    from models.text import train_tokenizer
+
+    texts = ["keep your guard up", "the jab does not fully extend, step in as you punch",
+             "rotate the hips", "a", "keep your guard up", "bend the knees more before the jump"]
+    tok = train_tokenizer(texts * 3, vocab_size=80)
+    for max_len in (64, 5):
+        collate = Collator(tok, max_target_len=max_len)
+        for batch_texts in (texts[:3], texts, texts[::-1], texts[2:5]):  # repeats: cache hits and misses
+            enc = tok(batch_texts, padding="longest", truncation=True, max_length=max_len, return_tensors="pt")
+            expected = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, IGNORE_INDEX)
+            assert torch.equal(collate._labels(batch_texts), expected), (max_len, batch_texts)
+    small = Collator(tok, cache_limit=2)
+    assert torch.equal(small._labels(texts), Collator(tok)._labels(texts)) and len(small._ids) == 2
