@@ -407,6 +407,8 @@ def evaluate(model: Captioner, data: Data, cfg: schema.Config, dist: Dist) -> tu
 
     model.eval()
     share = list(range(dist.rank, len(data.test), dist.world))  # no clip dropped, none twice
+    lengths = data.test.clip_lengths()
+    share.sort(key=lambda i: lengths[i])  # batches of similar lengths: less padding (bench/generate.py)
     loader = DataLoader(data.test, batch_sampler=BatchSampler(share, cfg.eval.batch_size, False),
                         collate_fn=data.collate, num_workers=cfg.data.num_workers)
     mine: dict[str, str] = {}
