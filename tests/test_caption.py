@@ -18,22 +18,16 @@ from dataloaders.collate import Collator
 from dataloaders.dataset import MotionTextDataset
 from dataloaders.records import DataError, load_records, load_standards
 from evaluation import inference
+from tests.test_train import tiny as train_tiny
 
 REPO = Path(trainer.__file__).resolve().parent
 MAX_NEW = 6
 
 
 def tiny(results: Path, experiment: str, *extra: str) -> list[str]:
-    """A run of a few seconds: 1 test clip per kind, a 2-block encoder, a 1-layer T5, a prefix."""
-    return [
-        "--cfg_file", str(REPO / "configs" / "synthetic.yaml"), f"results_dir={results}",
-        f"experiment={experiment}", "data.synthetic.train_per_kind=2", "data.synthetic.test_per_kind=1",
-        "model.encoder.channels=[8,16]", "model.encoder.strides=[1,2]", "model.encoder.num_attention_graphs=1",
-        "model.t5.config={d_model: 32, d_ff: 64, d_kv: 8, num_layers: 1, num_decoder_layers: 1, num_heads: 4}",
-        "model.tokenizer.vocab_size=200", "train.epochs=2", "train.batch_size=8", "train.lr=1e-2",
-        "train.deterministic=true", "eval.use_java=false", f"eval.max_new_tokens={MAX_NEW}",
-        "eval.at_start=false", 'data.prefix="Motion Instruction : "', *extra,
-    ]
+    """tests/test_train.py's run of a few seconds, with a prefix, evaluated at the end only."""
+    return train_tiny(results, experiment, "train.lr=1e-2", "eval.every=5", "eval.num_logged_pictures=2",
+                      'data.prefix="Motion Instruction : "', *extra)
 
 
 @pytest.fixture(scope="module")

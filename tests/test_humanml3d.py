@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from dataloaders import humanml3d
 from dataloaders.humanml3d import ConversionError, Options, convert, convert_split, main
 from dataloaders.records import load_records
+from dataloaders.safe_pickle import safe_load
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOK = "a/DET person/NOUN walk/VERB"  # the tokens field is ignored by the converter
@@ -190,8 +190,7 @@ def test_convert_writes_loadable_pickles_and_summary(hml, tmp_path):
     assert on_disk["splits"]["train"]["skipped"] == EXPECTED_TRAIN_SKIPS
     assert on_disk["splits"]["val"]["skipped"] == {}
     assert on_disk["options"]["min_frames"] == 40 and on_disk["options"]["max_frames"] == 199
-    with open(out / "train.pkl", "rb") as fh:  # raw records: [T, 66] float32
-        raw = pickle.load(fh)
+    raw = safe_load(out / "train.pkl")  # raw records: [T, 66] float32
     assert all(r["coordinates"].shape[1] == 66 and r["coordinates"].dtype == np.float32
                for r in raw)
     text = humanml3d.format_summary(summary)

@@ -19,6 +19,7 @@ from dataloaders.features import SMPL22_JOINT_NAMES, resample_time
 from dataloaders.records import load_records, load_standards
 from evaluation import inference
 from evaluation import pictures as P
+from tests.test_train import tiny as train_tiny
 
 REPO = Path(trainer.__file__).resolve().parent
 MAX_NEW = 6
@@ -26,15 +27,10 @@ PREFIX = "Motion Instruction : "
 
 
 def tiny(results: Path, experiment: str, *extra: str) -> list[str]:
-    """A run of a few seconds (1 test clip per kind, 2-block encoder, 1-layer T5)."""
-    return [
-        "--cfg_file", str(REPO / "configs" / "synthetic.yaml"), f"results_dir={results}",
-        f"experiment={experiment}", "data.synthetic.train_per_kind=2", "data.synthetic.test_per_kind=1",
-        "model.encoder.channels=[8,16]", "model.encoder.strides=[1,2]", "model.encoder.num_attention_graphs=1",
-        "model.t5.config={d_model: 32, d_ff: 64, d_kv: 8, num_layers: 2, num_decoder_layers: 2, num_heads: 4}",
-        "model.tokenizer.vocab_size=200", "train.batch_size=8", "train.lr=1e-2", "train.deterministic=true",
-        "eval.use_java=false", f"eval.max_new_tokens={MAX_NEW}", "eval.at_start=false", "eval.every=1", *extra,
-    ]
+    """tests/test_train.py's run of a few seconds with a 2-layer T5 (attention averaged over layers)."""
+    return train_tiny(results, experiment, "train.lr=1e-2", "eval.num_logged_pictures=2",
+                      "model.t5.config={d_model: 32, d_ff: 64, d_kv: 8, num_layers: 2, num_decoder_layers: 2, "
+                      "num_heads: 4}", *extra)
 
 
 @pytest.fixture(scope="module")

@@ -378,7 +378,8 @@ def test_too_many_nonfinite_in_a_row_stops_naming_the_clips(tmp_path, monkeypatc
 def synthetic_copy(folder: Path) -> tuple[list, list, list]:
     from dataloaders import synthetic
     synthetic.write(folder, seed=0, train_per_kind=2, test_per_kind=1)
-    return tuple(pickle.loads((folder / f"{n}.pkl").read_bytes()) for n in ("train", "test", "standard"))
+    from dataloaders.safe_pickle import safe_load
+    return tuple(safe_load(folder / f"{n}.pkl") for n in ("train", "test", "standard"))
 
 
 def write_pickle(path: Path, obj) -> None:
@@ -585,53 +586,43 @@ def wait_for(predicate, seconds: float, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("victim", [1, 0])
-def test_a_rank_dies_and_the_survivor_exits_nonzero_quickly(tmp_path, victim):
-    """SIGKILL one rank mid-training: the other must fail (not hang) well inside 2 minutes."""
-    argv = tiny(tmp_path, "dies", "train.epochs=200", "eval.every=1000", "train.save_every_epochs=1000")
+def signal_one_rank(tmp_path: Path, experiment: str, victim: int, signum: int, *extra: str
+                    ) -> tuple[int, float, str]:
+    """Start a 2-rank run, send ``signum`` to rank ``victim`` after two epochs; returns the other
+    rank's exit code, the seconds it took to exit, and its stderr."""
+    argv = tiny(tmp_path, experiment, "train.epochs=200", "eval.every=1000", "train.save_every_epochs=1000",
+                *extra)
     port = free_port()
     procs = [start_rank(r, port, argv, tmp_path / f"rank{r}.err") for r in (0, 1)]
     try:
-        log_file = tmp_path / "dies" / "train.log"
+        log_file = tmp_path / experiment / "train.log"
         wait_for(lambda: log_file.is_file() and "epoch 2 done" in log_file.read_text(), 240,
                  "two epochs of training")
-        procs[victim].send_signal(signal.SIGKILL)
-        survivor = procs[1 - victim]
+        procs[victim].send_signal(signum)
         start = time.monotonic()
-        code = survivor.wait(timeout=120)
+        code = procs[1 - victim].wait(timeout=120)
         elapsed = time.monotonic() - start
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
             p.wait()
+    return code, elapsed, (tmp_path / f"rank{1 - victim}.err").read_text()
+
+
+@pytest.mark.parametrize("victim", [1, 0])
+def test_a_rank_dies_and_the_survivor_exits_nonzero_quickly(tmp_path, victim):
+    """SIGKILL one rank mid-training: the other must fail (not hang) well inside 2 minutes."""
+    code, elapsed, err = signal_one_rank(tmp_path, "dies", victim, signal.SIGKILL)
     assert code != 0, f"survivor exited {code} after its peer was killed"
     assert elapsed < 120
-    err = (tmp_path / f"rank{1 - victim}.err").read_text()
     assert "a collective operation failed" in err and "by peer" in err, err[-2000:]  # closed or reset
 
 
 def test_a_frozen_rank_is_caught_by_the_collective_timeout(tmp_path):
     """SIGSTOP one rank (alive but silent): the other fails once train.dist_timeout_s has passed."""
-    argv = tiny(tmp_path, "frozen", "train.epochs=200", "eval.every=1000", "train.save_every_epochs=1000",
-                "train.dist_timeout_s=10")
-    port = free_port()
-    procs = [start_rank(r, port, argv, tmp_path / f"rank{r}.err") for r in (0, 1)]
-    try:
-        log_file = tmp_path / "frozen" / "train.log"
-        wait_for(lambda: log_file.is_file() and "epoch 2 done" in log_file.read_text(), 240,
-                 "two epochs of training")
-        procs[1].send_signal(signal.SIGSTOP)
-        start = time.monotonic()
-        code = procs[0].wait(timeout=120)
-        elapsed = time.monotonic() - start
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
+    code, elapsed, err = signal_one_rank(tmp_path, "frozen", 1, signal.SIGSTOP, "train.dist_timeout_s=10")
     assert code != 0 and 5 < elapsed < 120, (code, elapsed)
-    err = (tmp_path / "rank0.err").read_text()
     assert "a collective operation failed" in err and "train.dist_timeout_s" in err, err[-2000:]
 
 
