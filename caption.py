@@ -112,7 +112,7 @@ def print_captions(captions: dict[str, list[str]], as_json: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from dataloaders.records import DataError
     from evaluation.inference import UsageError
-    from models.checkpoint import CheckpointError
+    from training.checkpoint import CheckpointError
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="note: %(message)s", stream=sys.stderr)

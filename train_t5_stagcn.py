@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from configs import schema
-from models import checkpoint as ckpt
+from training import checkpoint as ckpt
 from models.build import build_model, tokenizer_files_of
 from models.captioner import Captioner
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from alignment import config as C
 from alignment.carl import FrameEmbedder, embedder_state, make_views, training_loss
-from models import checkpoint as ckpt
+from training import checkpoint as ckpt
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "carl_synthetic.yaml"

@@ -51,7 +51,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from models.checkpoint import atomic_write
+from training.checkpoint import atomic_write
 
 from .records import NUM_JOINTS, validate_records
 

@@ -734,7 +734,7 @@ def run_clip(args: argparse.Namespace) -> list[dict[str, Path]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from evaluation.inference import UsageError
-    from models.checkpoint import CheckpointError
+    from training.checkpoint import CheckpointError
 
     args = parse_args(argv)
     try:

@@ -13,7 +13,7 @@ from typing import Any
 
 from configs import schema
 
-from . import checkpoint as ckpt
+from training import checkpoint as ckpt
 from .captioner import Captioner
 
 __all__ = ["build_model", "tokenizer_files_of", "tokenizer_from_files", "load_trained", "checkpoint_of_run"]

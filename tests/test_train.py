@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import train_t5_stagcn as trainer
-from models.checkpoint import load_checkpoint
+from training.checkpoint import load_checkpoint
 
 REPO = Path(trainer.__file__).resolve().parent
 CONFIG = str(REPO / "configs" / "synthetic.yaml")
