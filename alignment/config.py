@@ -22,13 +22,11 @@ ConfigError = schema.ConfigError  # a config file or override is invalid; names 
 class DataConfig:
     """Training clips: dataset pickles (paths relative to the repo root) or generated synthetic data."""
 
-    source: str = "synthetic"                      # "synthetic" | "pickle"
-    train: list[str] = field(default_factory=list)  # dataset pickles (source: pickle)
+    kind: str = "synthetic"                        # synthetic | pickle
+    train: list[str] = field(default_factory=list)  # dataset pickles (kind: pickle)
     standard: Optional[str] = None                 # standard pickle; its clips are training clips too
-    synthetic_seed: int = 0
-    synthetic_train_per_kind: int = 8
-    synthetic_test_per_kind: int = 2
-    synthetic_mode: str = "coach"
+    synthetic: schema.SyntheticData = field(default_factory=lambda: schema.SyntheticData(
+        train_per_kind=8, test_per_kind=2))
 
 
 @dataclass
@@ -43,17 +41,18 @@ class TrainConfig:
     grad_clip: float = 10.0
     temperature: float = 0.1
     variance: float = 10.0        # Gaussian target variance, frames^2
-    seed: int = 0
-    keep_epochs: int = 2          # epoch_NNNN.pt files kept besides last.pt
+    keep_epoch_checkpoints: int = 2  # epoch_NNNN.pt files kept besides last.pt
     max_minutes: float = 0.0      # stop (after a checkpointed epoch) past this wall time; 0: no limit
     num_threads: int = 0          # torch CPU threads; 0: torch's default
 
 
 @dataclass
 class CarlConfig:
-    """Everything a CARL training run needs."""
+    """Everything a CARL training run needs (the same top-level keys as the captioner's config)."""
 
-    name: Optional[str] = None    # run folder results/<name>/ (default: the config file's stem)
+    experiment: str = ""          # results/<experiment>/; empty: the config file's stem
+    results_dir: str = "results"
+    seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     model: EmbedderConfig = field(default_factory=EmbedderConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -74,12 +73,15 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 
 def validate(cfg: CarlConfig) -> None:
     """Value checks that types alone cannot express."""
-    if cfg.data.source not in ("synthetic", "pickle"):
-        raise ConfigError(f"config key 'data.source': expected 'synthetic' or 'pickle', "
-                          f"found {cfg.data.source!r}")
-    if cfg.data.source == "pickle" and not cfg.data.train and not cfg.data.standard:
+    if cfg.data.kind not in schema.CHOICES["data.kind"]:
+        raise ConfigError(f"config key 'data.kind': expected one of {', '.join(schema.CHOICES['data.kind'])}, "
+                          f"found {cfg.data.kind!r}")
+    if cfg.data.synthetic.mode not in schema.CHOICES["data.synthetic.mode"]:
+        raise ConfigError(f"config key 'data.synthetic.mode': expected one of "
+                          f"{', '.join(schema.CHOICES['data.synthetic.mode'])}, found {cfg.data.synthetic.mode!r}")
+    if cfg.data.kind == "pickle" and not cfg.data.train and not cfg.data.standard:
         raise ConfigError("config key 'data.train': give at least one dataset pickle "
-                          "(or data.standard) when data.source is 'pickle'")
+                          "(or data.standard) when data.kind is 'pickle'")
     if cfg.model.positions not in ("sinusoidal", "none"):
         raise ConfigError(f"config key 'model.positions': expected 'sinusoidal' or 'none', "
                           f"found {cfg.model.positions!r}")

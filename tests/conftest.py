@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 # The real boxing data lives beside the checkout (../shared/data/BX); never copied into the repo.
 BX_DIR = Path(os.environ.get("MOTION2TEXT_BX_DIR", REPO_ROOT.parent / "shared" / "data" / "BX"))

@@ -121,16 +121,6 @@ def natural_key(name: str) -> list:
     return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
 
 
-def newest_file(folder: str | os.PathLike, patterns: Iterable[str] = ("*.pt", "*.pth", "*.bin")) -> Path | None:
-    """The last file of ``folder`` by natural sort of its name, or None."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    files = {p for pat in patterns for p in folder.glob(pat) if p.is_file()}
-    files = [p for p in files if not p.name.startswith(TMP_PREFIX)]
-    return max(files, key=lambda p: natural_key(p.name)) if files else None
-
-
 def resume_candidates(ckpt_dir: str | os.PathLike) -> list[Path]:
     """Checkpoints to try on resume, best first: ``last.pt`` then ``epoch_NNNN.pt`` newest first."""
     ckpt_dir = Path(ckpt_dir)
@@ -161,27 +151,3 @@ def load_first_good(candidates: list[Path], map_location: str | torch.device = "
         return path, state
     raise CheckpointError("no usable checkpoint to resume from: " + " | ".join(failures)
                           + ". Move the damaged files away to start the run afresh.")
-
-
-# ============================================================================ run folders ====
-def resolve_run_dir(results_root: Path, cfg_path: Path, name: str) -> Path:
-    """``<results>/<exp>/config.yaml`` runs in its own folder; other configs in ``<results>/<name or stem>/``."""
-    results_root = Path(results_root).resolve()
-    if cfg_path.name == "config.yaml" and cfg_path.resolve().parent.parent == results_root:
-        return cfg_path.resolve().parent
-    return results_root / (name or cfg_path.stem)
-
-
-def config_differences(old: dict, new: dict, ignore: Iterable[str] = (), prefix: str = "") -> list[str]:
-    """``"key: old -> new"`` for each dotted key that differs; ``ignore`` holds keys that may change
-    between a run and its resumption (an entry ending in "." ignores a whole section)."""
-    ignore = tuple(ignore)
-    out = []
-    for k in sorted(set(old) | set(new)):
-        key = f"{prefix}{k}"
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, ignore, key + ".")
-        elif a != b and not any(key == i or (i.endswith(".") and key.startswith(i)) for i in ignore):
-            out.append(f"{key}: {a!r} -> {b!r}")
-    return out
