@@ -214,7 +214,7 @@ def generate_captions(model, dataset, data: Data, cfg: schema.Config, dist: dist
     return distributed.merge_disjoint(distributed.gather_dicts(mine, dist))
 
 
-def score_captions(predictions: dict[str, str], dataset, groups: dict[str, str], cfg: schema.Config) -> dict:
+def metrics_of(predictions: dict[str, str], dataset, groups: dict[str, str], cfg: schema.Config) -> dict:
     """Corpus metrics, and the per-motion_type breakdown when there are several types."""
     from evaluation import score_with_breakdown
 
@@ -227,7 +227,7 @@ def score_captions(predictions: dict[str, str], dataset, groups: dict[str, str],
 
 def evaluate_test(model, data: Data, cfg: schema.Config, dist: distributed.Dist) -> tuple[dict, dict]:
     predictions = generate_captions(model, data.test, data, cfg, dist)
-    metrics = score_captions(predictions, data.test, data.test_groups, cfg) if dist.main else {}
+    metrics = metrics_of(predictions, data.test, data.test_groups, cfg) if dist.main else {}
     return predictions, distributed.broadcast_object(metrics, dist)
 
 

@@ -1,29 +1,42 @@
 """Caption metrics that equal the COCO caption evaluation (``pycocoevalcap``).
 
-``score(predictions, references)`` returns corpus BLEU-1..4 (closest reference length),
+``score_captions(predictions, references)`` returns corpus BLEU-1..4 (closest reference length),
 METEOR 1.5 (only when Java is present), ROUGE-L and CIDEr-D, computed by pycocoevalcap's own
 scorers on COCO-tokenised text, so the numbers are the ones published papers report.  BERTScore
 is added when a local model folder is given and ``bert-score`` is installed.
+``score_with_breakdown(predictions, references, groups)`` returns the same table overall and for
+each group of clips (the ``motion_type``), tokenising once.
 
-Tokenisation: with Java, pycocoevalcap's PTBTokenizer (called once per side, not per clip);
-without Java, :mod:`evaluation.ptb_tokenizer`, which gives the same tokens.
+Tokenisation: with Java, the CoreNLP 3.4.1 PTBTokenizer jar that pycocoevalcap ships, run with
+pycocoevalcap's options and punctuation list (once per side, not per clip); without Java,
+:mod:`evaluation.ptb_tokenizer`, which gives the same tokens.
 
-The module imports neither torch nor torch.distributed; the training loop calls :func:`score`
-on rank 0 with gathered predictions.
+Scoring writes nothing to the console: the Java tokenizer's progress line ("PTBTokenizer
+tokenized N tokens ...") is captured and logged at DEBUG on this module's logger, and BLEU runs
+with ``verbose=0``.  Metrics left out (METEOR without Java, BERTScore without a model) are
+reported as :class:`MetricSkippedWarning`, which the caller may filter or record.
+
+The module imports neither torch nor torch.distributed; the training loop calls
+:func:`score_with_breakdown` on rank 0 with gathered predictions.
 """
 from __future__ import annotations
 
 import atexit
 import contextlib
-import io
 import json
+import logging
+import os
 import shutil
+import subprocess
+import tempfile
 import threading
 import warnings
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
-from evaluation.ptb_tokenizer import coco_tokenize_python, one_line
+from evaluation.ptb_tokenizer import coco_clean_line, coco_tokenize_python, one_line
+
+log = logging.getLogger(__name__)
 
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 BERTSCORE_NAME = "BERTScore-F1"
@@ -155,18 +168,55 @@ def tokenize(captions: Mapping[Hashable, Sequence[str]], *, use_java: bool) -> d
 
 
 def _tokenize_java(lines: Sequence[str]) -> list[str]:
-    """pycocoevalcap's PTBTokenizer on ``lines``; falls back to the (equivalent) Python
-    tokenizer with a warning if the Java call fails (e.g. a read-only package folder)."""
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-    keyed = {k: [{"caption": line}] for k, line in enumerate(lines)}
+    """The Java PTB tokenizer on ``lines``; falls back to the (equivalent) Python tokenizer
+    with a warning if the Java call fails."""
     try:
-        result = PTBTokenizer().tokenize(keyed)
-        return [result[k][0] for k in range(len(lines))]
+        return java_ptb_tokenize(lines)
     except Exception as exc:  # noqa: BLE001 - any failure of the external tool: fall back
         warnings.warn(f"the Java PTB tokenizer failed ({exc!r}); using the pure-Python tokenizer, "
                       "which gives the same tokens", MetricSkippedWarning, stacklevel=3)
         return coco_tokenize_python(lines)
+
+
+def corenlp_jar() -> Path:
+    """The Stanford CoreNLP 3.4.1 jar shipped inside pycocoevalcap's tokenizer package."""
+    from pycocoevalcap.tokenizer import ptbtokenizer
+
+    return Path(ptbtokenizer.__file__).resolve().parent / ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR
+
+
+def java_ptb_tokenize(lines: Sequence[str]) -> list[str]:
+    """COCO tokenisation of ``lines`` (no line breaks inside) by the Java PTBTokenizer.
+
+    The same jar, options (``-preserveLines -lowerCase``), one-caption-per-line input file and
+    punctuation removal as pycocoevalcap's ``PTBTokenizer.tokenize``, so the tokens are the
+    same.  Unlike that method, it writes its input file to the system temporary folder (not the
+    installed package folder, which may be read-only) and captures the tokenizer's standard
+    error, which would otherwise reach the console, logging it at DEBUG.  Raises
+    ``RuntimeError`` if Java fails or returns fewer lines than it was given.
+    """
+    # coco_clean_line drops evaluation.ptb_tokenizer.PUNCTUATIONS, pycocoevalcap's list (a
+    # tokenizer test checks the two are equal).
+    fd, input_path = tempfile.mkstemp(prefix="coco_ptb_", suffix=".txt")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write("\n".join(lines).encode("utf-8"))
+        command = ["java", "-cp", str(corenlp_jar()), "edu.stanford.nlp.process.PTBTokenizer",
+                   "-preserveLines", "-lowerCase", input_path]
+        done = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, check=False)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(input_path)
+    stderr = done.stderr.decode("utf-8", errors="replace").strip()
+    if stderr:
+        log.debug("Java PTBTokenizer: %s", stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"java exited with status {done.returncode}: {stderr[-500:]}")
+    output = done.stdout.decode("utf-8").split("\n")
+    if len(output) < len(lines):
+        raise RuntimeError(f"the Java tokenizer returned {len(output)} lines for {len(lines)} captions")
+    return [coco_clean_line(line) for line in output[:len(lines)]]
 
 
 # ------------------------------------------------------------------------------------------
@@ -226,10 +276,11 @@ def coco_metrics(gts: Mapping[Hashable, list[str]], res: Mapping[Hashable, list[
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
-    with contextlib.redirect_stdout(io.StringIO()):   # the scorers print progress
-        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-        rouge, _ = Rouge().compute_score(gts, res)
-        cider, _ = Cider().compute_score(gts, res)
+    # verbose=0: with its default verbose=1 BLEU prints its n-gram totals.  Rouge and Cider
+    # print nothing (tests/test_evaluation_metrics.py checks that scoring stays silent).
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge, _ = Rouge().compute_score(gts, res)
+    cider, _ = Cider().compute_score(gts, res)
     out = {f"BLEU-{n + 1}": float(bleu[n]) for n in range(4)}
     if with_meteor:
         try:
@@ -273,7 +324,8 @@ def _num_layers(model_dir: Path) -> int | None:
 
 def _warn(notes: Iterable[str]) -> None:
     for note in dict.fromkeys(notes):      # each distinct note once
-        warnings.warn(note, MetricSkippedWarning, stacklevel=4)  # the caller of score()
+        # 1 = here, 2 = _score_overall_and_groups, 3 = the public function, 4 = its caller
+        warnings.warn(note, MetricSkippedWarning, stacklevel=4)
 
 
 def _meteor_note(with_java: bool) -> list[str]:
@@ -305,9 +357,9 @@ def _score_subset(ids: Sequence[Hashable], gts: dict, res: dict, predictions: Ma
     return out
 
 
-def score(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]], *,
-          use_java: bool | None = None, bertscore_model: str | Path | None = None,
-          allow_empty_predictions: bool = False) -> dict[str, float]:
+def score_captions(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]], *,
+                   use_java: bool | None = None, bertscore_model: str | Path | None = None,
+                   allow_empty_predictions: bool = False) -> dict[str, float]:
     """Corpus caption metrics, equal to pycocoevalcap run directly.
 
     Args:
@@ -328,24 +380,28 @@ def score(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Seq
         CaptionInputError: bad input, naming the id (a ``ValueError``).
         JavaNotFoundError: ``use_java=True`` without Java.
     """
-    overall, _ = evaluate(predictions, references, None, use_java=use_java, bertscore_model=bertscore_model,
-                          allow_empty_predictions=allow_empty_predictions)
+    overall, _ = _score_overall_and_groups(predictions, references, None, use_java=use_java,
+                                           bertscore_model=bertscore_model,
+                                           allow_empty_predictions=allow_empty_predictions)
     return overall
 
 
-def score_by_group(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
-                   groups: Mapping[Hashable, str | None], *, use_java: bool | None = None,
-                   bertscore_model: str | Path | None = None,
-                   allow_empty_predictions: bool = False) -> dict[str, dict[str, float]]:
-    """The metrics of :func:`score` for each group of clips (e.g. ``motion_type``).
+def score_with_breakdown(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
+                         groups: Mapping[Hashable, str | None] | None, *, use_java: bool | None = None,
+                         bertscore_model: str | Path | None = None, allow_empty_predictions: bool = False
+                         ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """``(overall, by_group)``: the table of :func:`score_captions` for all clips, and for each
+    group of clips (e.g. ``{video_name: motion_type}``).
 
-    Each group is scored as its own test set, exactly as pycocoevalcap would score that subset
-    (so CIDEr-D's document frequencies come from the group's references).  Clips whose group is
-    missing or ``None`` form the group ``"(none)"``.  Groups come out sorted by name.
+    The texts are tokenised once and METEOR's JVM is shared.  Each group is scored as its own
+    test set, exactly as pycocoevalcap would score that subset (so CIDEr-D's document
+    frequencies come from the group's references).  Clips whose group is missing or ``None``
+    form the group ``"(none)"``; groups come out sorted by name.  With ``groups=None``,
+    ``by_group`` is ``{}``.  Arguments, warnings and errors are those of :func:`score_captions`.
     """
-    _, by_group = evaluate(predictions, references, groups, use_java=use_java, with_overall=False,
-                           bertscore_model=bertscore_model, allow_empty_predictions=allow_empty_predictions)
-    return by_group
+    return _score_overall_and_groups(predictions, references, groups, use_java=use_java,
+                                     bertscore_model=bertscore_model,
+                                     allow_empty_predictions=allow_empty_predictions)
 
 
 def group_members(ids: Sequence[Hashable], groups: Mapping[Hashable, str | None]) -> dict[str, list[Hashable]]:
@@ -357,13 +413,12 @@ def group_members(ids: Sequence[Hashable], groups: Mapping[Hashable, str | None]
     return {g: members[g] for g in sorted(members)}
 
 
-def evaluate(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
-             groups: Mapping[Hashable, str | None] | None, *, use_java: bool | None = None,
-             bertscore_model: str | Path | None = None, allow_empty_predictions: bool = False,
-             with_overall: bool = True) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Overall metrics and (when ``groups`` is given) per-group metrics in one pass: the texts
-    are tokenised once and METEOR's JVM is shared.  Notes about skipped metrics are issued as
-    :class:`MetricSkippedWarning`, each once."""
+def _score_overall_and_groups(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
+                              groups: Mapping[Hashable, str | None] | None, *, use_java: bool | None,
+                              bertscore_model: str | Path | None, allow_empty_predictions: bool
+                              ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The work of both public functions.  Notes about skipped metrics are issued as
+    :class:`MetricSkippedWarning`, each once, attributed to the public function's caller."""
     ids = validate_inputs(predictions, references, allow_empty_predictions=allow_empty_predictions)
     with_java = resolve_use_java(use_java)
     notes = _meteor_note(with_java)
@@ -372,7 +427,7 @@ def evaluate(predictions: Mapping[Hashable, str], references: Mapping[Hashable, 
     def run(subset: Sequence[Hashable]) -> dict[str, float]:
         return _score_subset(subset, gts, res, predictions, references, with_java, bertscore_model, notes)
 
-    overall = run(ids) if with_overall else {}
+    overall = run(ids)
     by_group = {g: run(m) for g, m in group_members(ids, groups).items()} if groups is not None else {}
     _warn(notes)
     return overall, by_group

@@ -491,8 +491,13 @@ def coco_clean(tokens: Iterable[str]) -> str:
     """COCO's post-processing of one tokenised line: lower-case it (``-lowerCase`` in Java),
     strip trailing white space (``str.rstrip``, which also strips Unicode spaces a token may end
     with), split on single spaces and drop punctuation tokens."""
-    line = " ".join(tok.lower() for tok in tokens).rstrip()
-    return " ".join(w for w in line.split(" ") if w not in _PUNCT_SET)
+    return coco_clean_line(" ".join(tok.lower() for tok in tokens))
+
+
+def coco_clean_line(line: str) -> str:
+    """COCO's post-processing of one line of the Java tokenizer's output (already lower-cased):
+    strip trailing white space, split on single spaces, drop the :data:`PUNCTUATIONS` tokens."""
+    return " ".join(w for w in line.rstrip().split(" ") if w not in _PUNCT_SET)
 
 
 def coco_tokenize_python(texts: Sequence[str]) -> list[str]:

@@ -2,6 +2,8 @@
 
 Prints a table (overall and per ``motion_type``) and writes the figures as JSON.  The metrics are
 COCO's (pycocoevalcap): BLEU-1..4, METEOR (needs Java), ROUGE-L, CIDEr-D, optionally BERTScore.
+This module is the command only; from Python use :func:`evaluation.score_captions` or
+:func:`evaluation.score_with_breakdown`.
 """
 from __future__ import annotations
 
@@ -13,8 +15,8 @@ from pathlib import Path
 from typing import Any, Hashable, Mapping, Sequence
 
 from evaluation.metrics import (BERTSCORE_NAME, METRIC_NAMES, CaptionInputError, JavaNotFoundError,
-                                MetricSkippedWarning, MissingIdsError, evaluate, group_members, list_ids,
-                                resolve_use_java)
+                                MetricSkippedWarning, MissingIdsError, group_members, list_ids, resolve_use_java,
+                                score_with_breakdown)
 
 DESCRIPTION = """\
 Score generated captions with the COCO caption metrics (the numbers pycocoevalcap gives):
@@ -200,8 +202,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     groups = {i: motion_types.get(i) for i in references} if any(motion_types.values()) else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MetricSkippedWarning)
-        overall, by_group = evaluate(predictions, references, groups, use_java=use_java,
-                                     bertscore_model=args.bertscore_model)
+        overall, by_group = score_with_breakdown(predictions, references, groups, use_java=use_java,
+                                                 bertscore_model=args.bertscore_model)
     notes = [str(w.message) for w in caught if issubclass(w.category, MetricSkippedWarning)]
     counts = {"overall": len(references)}
     if groups is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.metrics import MetricSkippedWarning, score, score_by_group
+from evaluation.metrics import MetricSkippedWarning, score_captions, score_with_breakdown
 from evaluation.score import default_out_path, main
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +65,9 @@ def test_scores_table_and_json_equal_the_library(tmp_path, capsys):
     doc = json.loads(out.read_text())
     references = {r["video_name"]: r["labels"] for r in RECORDS}
     groups = {r["video_name"]: r["motion_type"] for r in RECORDS}
-    assert doc["overall"] == quiet(score, PREDICTIONS, references, use_java=False)
-    assert doc["by_motion_type"] == quiet(score_by_group, PREDICTIONS, references, groups, use_java=False)
+    overall, by_group = quiet(score_with_breakdown, PREDICTIONS, references, groups, use_java=False)
+    assert doc["overall"] == overall == quiet(score_captions, PREDICTIONS, references, use_java=False)
+    assert doc["by_motion_type"] == by_group
     assert doc["clips"] == {"overall": 4, "Cross": 2, "Jab": 2}
     assert doc["tokenizer"].startswith("python") and any("METEOR" in n for n in doc["notes"])
     printed = capsys.readouterr().out
@@ -84,7 +85,7 @@ def test_list_predictions_with_caption_or_text_and_default_out(tmp_path):
     assert default_out_path(preds) == tmp_path / "epoch_0003.metrics.json"
     doc = json.loads((tmp_path / "epoch_0003.metrics.json").read_text())
     references = {r["video_name"]: r["labels"] for r in RECORDS}
-    assert doc["overall"] == quiet(score, PREDICTIONS, references, use_java=False)
+    assert doc["overall"] == quiet(score_captions, PREDICTIONS, references, use_java=False)
 
 
 def test_one_sided_ids_are_an_error_listing_them(tmp_path, capsys):
@@ -117,7 +118,7 @@ def test_dataset_pickle_references(tmp_path):
     out = tmp_path / "m.json"
     assert run_cli("--predictions", preds, "--references", tmp_path / "test.pkl", "--no-java", "--out", out) == 0
     references = {r["video_name"]: r["labels"] for r in RECORDS}
-    assert json.loads(out.read_text())["overall"] == quiet(score, PREDICTIONS, references, use_java=False)
+    assert json.loads(out.read_text())["overall"] == quiet(score_captions, PREDICTIONS, references, use_java=False)
 
 
 def test_unsafe_pickle_is_refused(tmp_path, capsys):

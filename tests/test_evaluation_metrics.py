@@ -6,7 +6,9 @@ computation shares one session-scoped Meteor; ours reuses the module's METEOR se
 """
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import math
 import shutil
 import subprocess
@@ -18,7 +20,7 @@ import pytest
 from evaluation import metrics
 from evaluation.caption_templates import synthetic_case
 from evaluation.metrics import (CaptionInputError, JavaNotFoundError, MetricSkippedWarning, MissingIdsError,
-                                score, score_by_group)
+                                score_captions, score_with_breakdown)
 from evaluation.ptb_tokenizer import coco_tokenize_python
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java runtime not installed")
@@ -72,13 +74,19 @@ def pycocoevalcap_direct(predictions, references, meteor=None) -> dict[str, floa
 def quiet_score(*args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MetricSkippedWarning)
-        return score(*args, **kwargs)
+        return score_captions(*args, **kwargs)
+
+
+def quiet_breakdown(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MetricSkippedWarning)
+        return score_with_breakdown(*args, **kwargs)
 
 
 def score_with_notes(*args, **kwargs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = score(*args, **kwargs)
+        result = score_captions(*args, **kwargs)
     return result, [str(w.message) for w in caught if issubclass(w.category, MetricSkippedWarning)]
 
 
@@ -93,7 +101,7 @@ def assert_close(ours: dict, expected: dict, keys, tol: float) -> None:
 def test_bx_equals_pycocoevalcap_direct(bx_case, direct_meteor):
     predictions, references, _ = bx_case
     direct = pycocoevalcap_direct(predictions, references, direct_meteor)
-    with_java = score(predictions, references, use_java=True)
+    with_java = score_captions(predictions, references, use_java=True)
     without_java = quiet_score(predictions, references, use_java=False)
     assert list(with_java) == list(ALL)
     assert_close(with_java, direct, ALL, 1e-9)
@@ -113,7 +121,7 @@ def test_bx_orientation_values_without_java(bx_case):
 def test_synthetic_texts_equal_pycocoevalcap_direct(direct_meteor):
     predictions, references = synthetic_case(seed=3, n_clips=300, n_refs=3)
     direct = pycocoevalcap_direct(predictions, references, direct_meteor)
-    assert_close(score(predictions, references, use_java=True), direct, ALL, 1e-9)
+    assert_close(score_captions(predictions, references, use_java=True), direct, ALL, 1e-9)
     assert_close(quiet_score(predictions, references, use_java=False), direct, NON_METEOR, 1e-9)
     assert 0.05 < direct["BLEU-4"] < 0.95 and 0.05 < direct["METEOR"] < 0.95   # a non-trivial case
 
@@ -159,18 +167,25 @@ def test_cider_d_by_hand_on_two_clips():
 
 
 # ------------------------------------------------------------------------------ groups, order
-def test_score_by_group_equals_scoring_each_subset(bx_case):
+def test_breakdown_equals_scoring_each_subset(bx_case):
     predictions, references, groups = bx_case
     groups = dict(groups)
     groups[next(iter(groups))] = None            # one clip without a motion type
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MetricSkippedWarning)
-        by_group = score_by_group(predictions, references, groups, use_java=False)
+        overall, by_group = score_with_breakdown(predictions, references, groups, use_java=False)
+    assert overall == quiet_score(predictions, references, use_java=False)
     assert list(by_group) == sorted(by_group) and "(none)" in by_group and set(by_group) > {"Cross", "Jab"}
     for group, table in by_group.items():
         ids = [i for i in references if (groups[i] or "(none)") == group]
         subset = quiet_score({i: predictions[i] for i in ids}, {i: references[i] for i in ids}, use_java=False)
         assert table == subset
+
+
+def test_breakdown_without_groups_is_the_overall_table():
+    predictions, references = synthetic_case(seed=6, n_clips=20)
+    overall, by_group = quiet_breakdown(predictions, references, None, use_java=False)
+    assert by_group == {} and overall == quiet_score(predictions, references, use_java=False)
 
 
 def test_dict_order_does_not_matter():
@@ -202,7 +217,7 @@ def test_empty_prediction_allowed_on_request():
 ])
 def test_bad_inputs_raise_value_errors_naming_the_id(predictions, references, fragment):
     with pytest.raises(CaptionInputError, match=fragment.replace("(", r"\(")) as info:
-        score(predictions, references, use_java=False)
+        score_captions(predictions, references, use_java=False)
     assert isinstance(info.value, ValueError)
 
 
@@ -211,7 +226,7 @@ def test_missing_ids_are_listed_both_ways_and_truncated():
     predictions["shared"] = "x"
     references = {"shared": ["x"], "r0": ["x"]}
     with pytest.raises(MissingIdsError) as info:
-        score(predictions, references, use_java=False)
+        score_captions(predictions, references, use_java=False)
     message = str(info.value)
     assert "13 predicted id(s) have no references" in message and "'p0'" in message and "'p9'" in message
     assert "'p10'" not in message and "(+3 more)" in message
@@ -225,24 +240,33 @@ def test_no_java_gives_one_warning_and_no_meteor(monkeypatch):
     predictions, references = synthetic_case(seed=1, n_clips=5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = score(predictions, references)             # use_java=None: auto-detect
+        result = score_captions(predictions, references)             # use_java=None: auto-detect
     skipped = [w for w in caught if issubclass(w.category, MetricSkippedWarning)]
     assert len(skipped) == 1 and "METEOR" in str(skipped[0].message) and "java" in str(skipped[0].message)
     assert set(result) == set(NON_METEOR)
     with pytest.raises(JavaNotFoundError, match="no 'java' executable"):
-        score(predictions, references, use_java=True)
+        score_captions(predictions, references, use_java=True)
 
 
 def test_java_tokenizer_failure_falls_back_to_python(monkeypatch):
-    from pycocoevalcap.tokenizer import ptbtokenizer
+    def failed_java(command, **kwargs):
+        return subprocess.CompletedProcess(command, 1, stdout=b"", stderr=b"Error: could not open the jar")
 
-    def broken(self, captions):
-        raise PermissionError("read-only package folder")
-
-    monkeypatch.setattr(ptbtokenizer.PTBTokenizer, "tokenize", broken)
+    monkeypatch.setattr(metrics.subprocess, "run", failed_java)
+    with pytest.raises(RuntimeError, match="java exited with status 1: Error: could not open the jar"):
+        metrics.java_ptb_tokenize(["Don't go (now)."])
     with pytest.warns(MetricSkippedWarning, match="pure-Python tokenizer"):
         out = metrics._tokenize_java(["Don't go (now)."])
     assert out == coco_tokenize_python(["Don't go (now)."])
+
+
+def test_java_tokenizer_returning_too_few_lines_is_an_error(monkeypatch):
+    def short_output(command, **kwargs):
+        return subprocess.CompletedProcess(command, 0, stdout=b"a\n", stderr=b"")
+
+    monkeypatch.setattr(metrics.subprocess, "run", short_output)
+    with pytest.raises(RuntimeError, match="returned 2 lines for 3 captions"):
+        metrics.java_ptb_tokenize(["a", "b", "c"])
 
 
 def test_meteor_failure_keeps_the_other_metrics(monkeypatch):
@@ -255,7 +279,7 @@ def test_meteor_failure_keeps_the_other_metrics(monkeypatch):
     monkeypatch.setattr(metrics._METEOR, "score", broken)
     predictions, references = synthetic_case(seed=2, n_clips=5)
     with pytest.warns(MetricSkippedWarning, match="METEOR Java process failed"):
-        result = score(predictions, references, use_java=True)
+        result = score_captions(predictions, references, use_java=True)
     assert set(result) == set(NON_METEOR)
 
 
@@ -273,6 +297,61 @@ def test_bertscore_without_the_package_is_skipped_with_a_note(tmp_path, monkeypa
     result, notes = score_with_notes(predictions, references, use_java=False, bertscore_model=tmp_path)
     assert any("'bert-score' package is not installed" in n for n in notes)
     assert "BERTScore-F1" not in result and set(NON_METEOR) <= set(result)
+
+
+# ------------------------------------------------------------------------------ console
+def score_both_ways(use_java: bool) -> list[str]:
+    """score_captions and score_with_breakdown on a small case; returns the warnings' texts."""
+    predictions, references = synthetic_case(seed=7, n_clips=30)
+    groups = {clip: ("odd" if n % 2 else "even") for n, clip in enumerate(references)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score_captions(predictions, references, use_java=use_java)
+        score_with_breakdown(predictions, references, groups, use_java=use_java)
+    return [str(w.message) for w in caught]
+
+
+def test_scoring_prints_nothing_without_java(capfd):
+    # capfd reads file descriptors 1 and 2, so a child process writing there would show too.
+    notes = score_both_ways(use_java=False)
+    assert capfd.readouterr() == ("", "")
+    assert notes and all(n.startswith("METEOR left out") for n in notes)
+
+
+@pytest.mark.java
+@needs_java
+def test_scoring_prints_nothing_with_java(capfd, caplog):
+    # The Java tokenizer's "PTBTokenizer tokenized N tokens at ..." goes to the DEBUG log only.
+    caplog.set_level(logging.DEBUG, logger="evaluation.metrics")
+    notes = score_both_ways(use_java=True)
+    assert capfd.readouterr() == ("", "")
+    assert notes == []
+    assert any("PTBTokenizer tokenized" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records)
+
+
+# ------------------------------------------------------------------------------ names
+def test_package_names_say_one_thing():
+    import evaluation
+    import evaluation.score as cli
+
+    # evaluation.score is the command's module, never a function; nothing is called "evaluate".
+    assert evaluation.score is cli and inspect.ismodule(evaluation.score)
+    assert not hasattr(evaluation, "evaluate")
+    for module in (evaluation, metrics):
+        for name in ("score", "evaluate", "score_by_group"):
+            assert not inspect.isfunction(getattr(module, name, None)), f"{module.__name__}.{name}"
+    assert evaluation.score_captions is metrics.score_captions
+    assert evaluation.score_with_breakdown is metrics.score_with_breakdown
+    assert set(evaluation.__all__) >= {"score_captions", "score_with_breakdown"}
+    assert not {"score", "evaluate"} & set(evaluation.__all__)
+
+
+def test_fresh_package_has_no_score_or_evaluate_attribute():
+    code = ("import evaluation; assert not hasattr(evaluation, 'score'), evaluation.score; "
+            "assert not hasattr(evaluation, 'evaluate'); "
+            "import evaluation.score; from evaluation import score_captions, score_with_breakdown; "
+            "assert callable(score_captions) and callable(score_with_breakdown)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=metrics.__file__.rsplit("/evaluation/", 1)[0])
 
 
 # ------------------------------------------------------------------------------ imports

@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from evaluation.caption_templates import template_captions
-from evaluation.metrics import tokenize
+from evaluation.metrics import java_ptb_tokenize, tokenize
 from evaluation.ptb_tokenizer import (LINE_BREAKS, PUNCTUATIONS, coco_tokenize_python, one_line,
                                       ptb_tokenize, ptb_tokenize_lines)
 
@@ -187,3 +187,13 @@ def test_java_and_python_paths_of_tokenize_agree_with_line_breaks():
     captions = {"a": ["Keep\nyour\rguard up.", "Don't\u2028drop it"], "b": ["Fine (really)..."]}
     assert tokenize(captions, use_java=True) == tokenize(captions, use_java=False) == {
         "a": ["keep your guard up", "do n't drop it"], "b": ["fine -lrb- really -rrb-"]}
+
+
+@pytest.mark.java
+@needs_java
+def test_our_java_call_equals_pycocoevalcaps_ptbtokenizer():
+    # evaluation.metrics runs the jar itself (to keep its progress line off the console): same
+    # options, same punctuation removal, so the same tokens, empty and one-token lines included.
+    texts = [t for t, _ in GOLDEN] + ["", "...", "  ", "Hands UP!"] + template_captions(seed=1, n=300) + ["last"]
+    lines = [one_line(t) for t in texts]         # as evaluation.metrics.tokenize passes them
+    assert java_ptb_tokenize(lines) == java_tokenize(lines)
