@@ -325,16 +325,18 @@ def train_epoch(trainer: Trainer, data: Data, writer, stop: run.StopRequest, sto
                mininterval=0.5 if sys.stderr.isatty() else 30.0)  # quiet in log files
     t0, seen = time.perf_counter(), 0
     for batch in loader:
+        nonfinite_before = p.nonfinite_total
         loss, grad_norm = trainer.train_step(to_device(batch, dist.device))
+        if writer is not None and p.nonfinite_total != nonfinite_before:
+            writer.add_scalar("train/nonfinite_steps", p.nonfinite_total, p.step)
         seen += len(batch["video_names"]) * dist.world
         lr = trainer.scheduler.get_last_lr()[0]
         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", samples_s=f"{seen / (time.perf_counter() - t0):.1f}")
         bar.update(1)
         if writer is not None and p.step % cfg.train.log_every == 0:
-            for key, value in (("loss", loss), ("lr", lr), ("grad_norm", grad_norm),
-                               ("nonfinite_steps", p.nonfinite_total)):
+            for key, value in (("loss", loss), ("lr", lr), ("grad_norm", grad_norm)):
                 writer.add_scalar(f"train/{key}", value, p.step)
-        if distributed.any_rank(stop.requested or p.step == stop_after_step, dist):
+        if distributed.any_rank(stop.requested or 0 < stop_after_step == p.step, dist):
             bar.close()
             return False
     bar.close()

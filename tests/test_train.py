@@ -73,34 +73,133 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(tmp_path):
     stopped = tmp_path / "stopped"
     assert load_checkpoint(stopped / "checkpoints" / "last.pt")["state"]["epoch"] == 1
     trainer.main(tiny(tmp_path, "stopped"))  # the same command again: resumes at epoch 2
-    assert "resumed from" in (stopped / "train.log").read_text()
-    assert_same_weights(model_state(tmp_path / "straight" / "checkpoints" / "last.pt"),
-                        model_state(stopped / "checkpoints" / "last.pt"))
-    assert (tmp_path / "straight" / "metrics.jsonl").read_text() == (stopped / "metrics.jsonl").read_text()
+    # stopped in the middle of epoch 1 (step 3 of 8), then resumed
+    trainer.main(tiny(tmp_path, "mid") + ["--stop_after_step", "3"])
+    state = load_checkpoint(tmp_path / "mid" / "checkpoints" / "last.pt")["state"]
+    assert (state["epoch"], state["step"], state["batch_in_epoch"]) == (0, 3, 3)
+    trainer.main(tiny(tmp_path, "mid"))
+    straight = tmp_path / "straight"
+    for run in (stopped, tmp_path / "mid"):
+        assert "resumed from" in (run / "train.log").read_text()
+        assert_same_weights(model_state(straight / "checkpoints" / "last.pt"),
+                            model_state(run / "checkpoints" / "last.pt"))
+        # metrics.jsonl holds each epoch's mean training loss: equal only if the resumed epoch
+        # counts the losses of the steps done before the stop
+        assert (straight / "metrics.jsonl").read_text() == (run / "metrics.jsonl").read_text()
+    losses = [json.loads(x)["train_loss"] for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 2 and all(0 < x < 20 for x in losses)
 
 
-def test_resume_after_the_last_epoch_is_a_no_op(tmp_path):
-    trainer.main(tiny(tmp_path, "done", "train.epochs=1"))
-    before = model_state(tmp_path / "done" / "checkpoints" / "last.pt")
-    trainer.main(tiny(tmp_path, "done", "train.epochs=1"))
-    assert_same_weights(before, model_state(tmp_path / "done" / "checkpoints" / "last.pt"))
+def test_stop_after_epoch_writes_a_checkpoint_between_saves(tmp_path):
+    trainer.main(tiny(tmp_path, "sparse", "train.epochs=3", "train.save_every_epochs=5") + ["--stop_after_epoch", "1"])
+    assert load_checkpoint(tmp_path / "sparse" / "checkpoints" / "last.pt")["state"]["epoch"] == 1
+    trainer.main(tiny(tmp_path, "sparse", "train.epochs=3", "train.save_every_epochs=5"))
+    assert "resumed from" in (tmp_path / "sparse" / "train.log").read_text()
+    assert load_checkpoint(tmp_path / "sparse" / "checkpoints" / "last.pt")["state"]["epoch"] == 3
 
 
-def test_finetune_picks_up_pretrain_checkpoint_and_logs_skipped_keys(tmp_path):
+def test_two_fresh_runs_are_identical_bit_for_bit(tmp_path):
+    """train.deterministic: tokenizer files and final weights equal between two fresh runs (the
+    tokenizer is trained in each; a trainer whose result varies would shift every token id)."""
+    for name in ("first", "second"):
+        trainer.main(tiny(tmp_path, name, "train.epochs=1"))
+    for file in ("tokenizer.json", "tokenizer_config.json"):
+        assert (tmp_path / "first" / "tokenizer" / file).read_bytes() == \
+            (tmp_path / "second" / "tokenizer" / file).read_bytes(), file
+    assert_same_weights(model_state(tmp_path / "first" / "checkpoints" / "last.pt"),
+                        model_state(tmp_path / "second" / "checkpoints" / "last.pt"))
+
+
+def test_tokenizer_training_gives_the_same_vocabulary_every_time():
+    from models.text import train_tokenizer
+    from evaluation.caption_templates import template_captions
+
+    texts = template_captions(seed=0, n=400)
+    first = train_tokenizer(texts, 300).backend_tokenizer.to_str()
+    assert all(train_tokenizer(texts, 300).backend_tokenizer.to_str() == first for _ in range(3))
+
+
+class InfiniteGradient(torch.autograd.Function):
+    """The identity forward; an infinite gradient backward (a scaled fp16 gradient that overflowed)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("inf")
+
+
+def test_fp16_gradient_overflow_is_left_to_the_scaler(tmp_path, monkeypatch):
+    """Gradients that overflow under a GradScaler (normal early in an fp16 run) make the scaler skip
+    those steps and halve its scale; they are not non-finite losses and must not stop the run."""
+    from models.captioner import Captioner
+
+    scalers, calls, original = [], [], Captioner.forward
+
+    def amp_with_a_scaler(amp, device):
+        scalers.append(torch.amp.GradScaler("cpu", init_scale=2.0 ** 16, growth_interval=10 ** 6))
+        return None, scalers[-1]
+
+    def forward(self, *a, **kw):
+        calls.append(1)
+        loss = original(self, *a, **kw)
+        return InfiniteGradient.apply(loss) if len(calls) <= 3 else loss
+
+    monkeypatch.setattr(trainer, "amp_settings", amp_with_a_scaler)
+    monkeypatch.setattr(Captioner, "forward", forward)
+    trainer.main(tiny(tmp_path, "fp16", "train.max_nonfinite=2", "train.epochs=1"))
+    state = load_checkpoint(tmp_path / "fp16" / "checkpoints" / "last.pt")["state"]
+    assert state["nonfinite_total"] == 0 and state["batch_in_epoch"] == 0 and state["epoch"] == 1
+    assert scalers[-1].get_scale() == 2.0 ** 13  # three overflows seen by the scaler, each halving it
+    assert "non-finite" not in (tmp_path / "fp16" / "train.log").read_text()
+    weights = model_state(tmp_path / "fp16" / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+
+
+def test_finetune_loads_the_pretrained_weights_and_logs_what_it_skipped(tmp_path):
     trainer.main(tiny(tmp_path, "pre", "model.reference=none", "train.epochs=1"))
     target = tmp_path / "fine" / "pretrain_checkpoints"
     target.mkdir(parents=True)
     shutil.copy(tmp_path / "pre" / "checkpoints" / "best.pt", target / "pretrain_epoch_1.pt")
-    trainer.main(tiny(tmp_path, "fine", "model.reference=subtract", "train.epochs=1"))
+    lr = 1e-3
+    trainer.main(tiny(tmp_path, "fine", "model.reference=subtract", "train.epochs=1", "train.limit_steps=1",
+                      f"train.lr={lr}", "train.warmup_ratio=0"))
     log_text = (tmp_path / "fine" / "train.log").read_text()
-    assert "finetuning from" in log_text and "pretrain_epoch_1.pt" in log_text
-    skipped = [line for line in log_text.splitlines() if "skipped (shape differs)" in line][0]
-    assert "projection" in skipped  # the projection widens when the reference branch is added
+    assert f"finetuning source: {target / 'pretrain_epoch_1.pt'} (the only checkpoint in pretrain_checkpoints/)" in log_text
     pre = model_state(tmp_path / "pre" / "checkpoints" / "best.pt")
+    fine = model_state(tmp_path / "fine" / "checkpoints" / "last.pt")
+    # the reference branch doubles the projection's input width: exactly those tensors are skipped
+    widened = sorted(k for k in pre if pre[k].shape != fine[k].shape)
+    assert widened and all(k.startswith("projection.") for k in widened)
+    lines = {line.split("finetune: ")[1].split(":")[0]: line for line in log_text.splitlines() if "finetune: " in line}
+    assert all(f"'{k} {tuple(pre[k].shape)}->{tuple(fine[k].shape)}'" in lines["skipped (shape differs)"] for k in widened)
+    assert lines["missing (kept at init)"].endswith("none") and lines["unexpected (ignored)"].endswith("none")
+    # after one AdamW step every loaded parameter is within about lr of its pretrained value
+    loaded = [k for k in pre if k not in widened and pre[k].is_floating_point() and "running_" not in k]
+    assert loaded and max((fine[k] - pre[k]).abs().max().item() for k in loaded) <= 2 * lr
     # the tokenizer of the pretrain run is reused, so the vocabulary and T5 shapes match
     fine_tok = (tmp_path / "fine" / "tokenizer" / "tokenizer.json").read_text()
     assert fine_tok == (tmp_path / "pre" / "tokenizer" / "tokenizer.json").read_text()
-    assert "t5.shared.weight" in pre
+
+
+def test_finetune_source_is_chosen_explicitly(tmp_path):
+    from training.finetune import choose_init_checkpoint
+
+    folder = tmp_path / "run" / "pretrain_checkpoints"
+    assert choose_init_checkpoint("", tmp_path / "run") is None
+    folder.mkdir(parents=True)
+    for name in ("last.pt", "epoch_0010.pt"):
+        (folder / name).write_bytes(b"x")
+    with pytest.raises(SystemExit, match="2 checkpoints .*epoch_0010.pt, last.pt.* set train.init_from"):
+        choose_init_checkpoint("", tmp_path / "run")
+    (folder / "best.pt").write_bytes(b"x")  # 'last.pt' sorts after 'best.pt'; best is still chosen
+    assert choose_init_checkpoint("", tmp_path / "run") == (
+        folder / "best.pt", "best.pt preferred among 3 files in pretrain_checkpoints/")
+    assert choose_init_checkpoint(str(folder / "last.pt"), tmp_path / "run") == (folder / "last.pt", "train.init_from")
+    with pytest.raises(FileNotFoundError, match="train.init_from"):
+        choose_init_checkpoint(str(folder / "nope.pt"), tmp_path / "run")
 
 
 def test_a_results_folder_of_another_config_is_refused(tmp_path):
@@ -139,6 +238,25 @@ def test_torchrun_two_processes_on_gloo(tmp_path):
     run = tmp_path / "ddp"
     log_text = (run / "train.log").read_text()
     assert "world 2" in log_text
-    assert "replicas identical on 2 ranks" in log_text
+    assert "replicas identical on 2 ranks, parameters and buffers" in log_text
     predictions = json.loads((run / "predictions" / "epoch_0002.json").read_text())
     assert sorted(predictions) == sorted(clip_ids_of(run))  # every clip exactly once
+    # each rank has its own dropout stream, saved with the checkpoint
+    streams = load_checkpoint(run / "checkpoints" / "last.pt")["rng"]
+    assert len(streams) == 2 and not torch.equal(streams[0]["torch"], streams[1]["torch"])
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 10, 11])
+def test_each_rank_captions_a_disjoint_share_and_together_all(world, n):
+    from training.distributed import Dist, merge_disjoint, shard
+
+    shares = [shard(n, Dist(rank=r, world=world)) for r in range(world)]
+    flat = [i for share in shares for i in share]
+    assert sorted(flat) == list(range(n))  # covering, and no index twice
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1  # balanced, odd counts included
+    merged = merge_disjoint([{f"clip{i}": r for i in share} for r, share in enumerate(shares)])
+    assert len(merged) == n
+    if n:
+        with pytest.raises(RuntimeError, match="another rank also returned"):
+            merge_disjoint([{"clip0": 0}, {"clip0": 1}])
