@@ -1,0 +1,490 @@
+"""Caption quality measures that n-gram scores hide (DESIGN.md, "Quality protocol").
+
+On small coaching data a retrieval baseline that copies a training text can score well on BLEU
+and CIDEr, so every quality figure is reported with these companions:
+
+* :func:`novelty`: the share of generated captions that are not a verbatim training text;
+* :func:`distinct`: how many different captions the model writes over the test set;
+* :func:`self_retrieval`: does a clip's caption pick out that clip among all test clips
+  (R@k by CIDEr-D against each clip's references), with :func:`reference_ceiling`, the same
+  measure for a held-out human reference, as the human level to compare with;
+* :func:`bootstrap_ci`: a percentile bootstrap interval over test clips for a corpus metric or
+  for the paired difference model minus baseline.
+
+:func:`cider_d_matrix` scores every candidate against every clip's references at once; it equals
+pycocoevalcap's ``Cider`` (CIDEr-D) on the same tokenised text.  Texts are tokenised as the
+project's scorer does (:func:`evaluation.ptb_tokenizer.coco_tokenize_python`, which gives the
+tokens of pycocoevalcap's Java PTB tokenizer).
+
+Comparisons of whole captions (:func:`novelty`, :func:`distinct`) use :func:`normalize_text`:
+lower-case, runs of white space collapsed to one space, ends stripped, and trailing punctuation
+removed.
+"""
+from __future__ import annotations
+
+import string
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Hashable, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+from scipy import sparse
+
+from evaluation.ptb_tokenizer import coco_tokenize_python
+
+__all__ = [
+    "normalize_text", "novelty", "distinct", "coco_tokenize", "ngram_counts", "DocumentFrequency",
+    "document_frequency", "cider_d_matrix", "retrieval_ranks", "recall_at_k", "self_retrieval",
+    "reference_ceiling", "Interval", "bootstrap_ci", "cider_statistic", "bleu_statistic",
+    "corpus_statistic", "paired_difference", "bootstrap_metric",
+]
+
+CIDER_N = 4            # n-gram orders 1..4
+CIDER_SIGMA = 6.0      # width of CIDEr-D's Gaussian length penalty
+CIDER_SCALE = 10.0     # CIDEr-D is reported x10
+TIE_TOLERANCE = 1e-9   # relative: scores this close to the own clip's count as a tie
+TIES = ("against", "for")
+
+# Characters removed from the end of a caption by normalize_text (with spaces between them).
+_TRAILING = string.punctuation + "\u2026 "
+
+
+# ------------------------------------------------------------------------------------------
+# Whole-caption comparisons
+# ------------------------------------------------------------------------------------------
+def normalize_text(text: str) -> str:
+    """The light normalisation used to compare whole captions.
+
+    Lower-case; every run of white space becomes one space and both ends are stripped; then
+    trailing ASCII punctuation (and the ellipsis character), with any spaces between them, is
+    removed.  ``"  Keep  your guard UP !. "`` -> ``"keep your guard up"``.  Inner punctuation
+    (``"isn't"``, commas) is kept.
+    """
+    return " ".join(text.lower().split()).rstrip(_TRAILING)
+
+
+def _caption_list(predictions: Mapping[Hashable, str] | Iterable[str]) -> list[str]:
+    texts = list(predictions.values()) if isinstance(predictions, Mapping) else list(predictions)
+    for text in texts:
+        if not isinstance(text, str):
+            raise TypeError(f"captions must be strings, found {type(text).__name__} {text!r:.60}")
+    return texts
+
+
+def novelty(predictions: Mapping[Hashable, str] | Iterable[str], training_texts: Iterable[str]) -> float:
+    """Share of generated captions (0..1) that are not a verbatim training text.
+
+    Each caption counts once per clip (a caption repeated over many clips counts each time).
+    Both sides are compared after :func:`normalize_text`.  ``predictions`` is ``{id: text}`` or
+    a list of texts; raises ``ValueError`` when there is none.
+    """
+    captions = _caption_list(predictions)
+    if not captions:
+        raise ValueError("novelty needs at least one caption")
+    seen = {normalize_text(t) for t in training_texts}
+    return sum(normalize_text(c) not in seen for c in captions) / len(captions)
+
+
+def distinct(predictions: Mapping[Hashable, str] | Iterable[str]) -> int:
+    """Number of different captions over the set, after :func:`normalize_text`."""
+    return len({normalize_text(c) for c in _caption_list(predictions)})
+
+
+# ------------------------------------------------------------------------------------------
+# CIDEr-D
+# ------------------------------------------------------------------------------------------
+NGram = tuple
+Counts = list  # one Counter per n-gram order: [Counter(1-grams), ..., Counter(n-grams)]
+
+
+def coco_tokenize(texts: Sequence[str]) -> list[str]:
+    """COCO-tokenised texts (lower-case, PTB tokens, punctuation dropped), as the scorer does."""
+    return coco_tokenize_python(list(texts))
+
+
+def ngram_counts(tokens: str, n: int = CIDER_N) -> Counts:
+    """``[Counter of 1-grams, ..., Counter of n-grams]`` of a tokenised text (split on white space)."""
+    words = tokens.split()
+    return [Counter(tuple(words[i:i + k]) for i in range(len(words) - k + 1)) for k in range(1, n + 1)]
+
+
+@dataclass(frozen=True)
+class DocumentFrequency:
+    """In how many documents (clips: the union of a clip's references) each n-gram occurs."""
+
+    counts: Mapping[NGram, int]
+    n_documents: int
+
+    def idf(self, grams: Sequence[NGram]) -> np.ndarray:
+        """``log(n_documents) - log(max(1, df))`` for each n-gram (an unseen n-gram has df 1)."""
+        df = np.array([max(1.0, float(self.counts.get(g, 0))) for g in grams], dtype=np.float64)
+        return np.log(float(self.n_documents)) - np.log(df)
+
+
+def _document_frequency_from_counts(documents: Sequence[Sequence[Counts]]) -> DocumentFrequency:
+    df: Counter = Counter()
+    for refs in documents:
+        df.update({g for ref in refs for order in ref for g in order})
+    return DocumentFrequency(dict(df), len(documents))
+
+
+def document_frequency(documents: Sequence[Sequence[str]], *, tokenized: bool = False,
+                       n: int = CIDER_N) -> DocumentFrequency:
+    """Document frequencies of a reference corpus: ``documents[m]`` is clip m's reference texts
+    (raw, or COCO-tokenised with ``tokenized=True``)."""
+    flat = [t for refs in documents for t in refs]
+    tokens = flat if tokenized else coco_tokenize(flat)
+    counts = [ngram_counts(t, n) for t in tokens]
+    grouped, start = [], 0
+    for refs in documents:
+        grouped.append(counts[start:start + len(refs)])
+        start += len(refs)
+    return _document_frequency_from_counts(grouped)
+
+
+def _order_matrices(cands: Sequence[Counts], refs: Sequence[Counts], order: int
+                    ) -> tuple[sparse.csr_matrix, sparse.csr_matrix, list[NGram]]:
+    """Sparse count matrices (candidates x n-grams, references x n-grams) for one n-gram order,
+    over the n-grams of either side."""
+    vocab: dict[NGram, int] = {}
+
+    def build(texts: Sequence[Counts]) -> sparse.csr_matrix:
+        indptr, indices, data = [0], [], []
+        for counts in texts:
+            for gram, count in counts[order].items():
+                indices.append(vocab.setdefault(gram, len(vocab)))
+                data.append(count)
+            indptr.append(len(indices))
+        return indptr, indices, data
+
+    c_parts, r_parts = build(cands), build(refs)
+    shape_c, shape_r = (len(cands), len(vocab)), (len(refs), len(vocab))
+    cand_m = sparse.csr_matrix((np.array(c_parts[2], float), c_parts[1], c_parts[0]), shape=shape_c)
+    ref_m = sparse.csr_matrix((np.array(r_parts[2], float), r_parts[1], r_parts[0]), shape=shape_r)
+    return cand_m, ref_m, list(vocab)
+
+
+def _row_norms(counts: sparse.csr_matrix, idf: np.ndarray) -> np.ndarray:
+    """Euclidean norm of each row's TF-IDF vector (``tf * idf``)."""
+    squares = counts.copy()
+    squares.data = (counts.data * idf[counts.indices]) ** 2
+    return np.sqrt(np.asarray(squares.sum(axis=1)).ravel())
+
+
+def _clipped_dot(cand: sparse.csr_matrix, ref: sparse.csr_matrix, idf: np.ndarray) -> np.ndarray:
+    """``sum_g min(h_g, r_g) * r_g`` for every (candidate, reference) pair, where ``h = tf * idf``.
+
+    With integer counts a, b: ``min(a, b) * b = sum_{t >= 1} [a >= t] * [b >= t] * b``, so the
+    clipped products are a few sparse matrix products, one per count level t of the candidates.
+    """
+    out = np.zeros((cand.shape[0], ref.shape[0]))
+    if not cand.nnz or not ref.nnz:
+        return out
+    for level in range(1, int(cand.data.max()) + 1):
+        a = cand.copy()
+        a.data = np.where(cand.data >= level, idf[cand.indices], 0.0)
+        b = ref.copy()
+        b.data = np.where(ref.data >= level, ref.data * idf[ref.indices], 0.0)
+        out += (a @ b.T).toarray()
+    return out
+
+
+def _bigram_lengths(texts: Sequence[Counts]) -> np.ndarray:
+    # pycocoevalcap's CIDEr-D takes a text's length to be its number of bigrams (words - 1).
+    return np.array([sum(c[1].values()) if len(c) > 1 else 0 for c in texts], dtype=np.float64)
+
+
+def _cider_from_counts(cands: Sequence[Counts], references: Sequence[Sequence[Counts]],
+                       df: DocumentFrequency, n: int = CIDER_N, sigma: float = CIDER_SIGMA) -> np.ndarray:
+    """CIDEr-D matrix ``[candidates, clips]`` from n-gram counts (see :func:`cider_d_matrix`)."""
+    flat = [r for refs in references for r in refs]
+    owner = np.repeat(np.arange(len(references)), [len(refs) for refs in references])
+    similarity = np.zeros((len(cands), len(flat)))
+    for order in range(n):
+        cand_m, ref_m, grams = _order_matrices(cands, flat, order)
+        idf = df.idf(grams)
+        norm_c, norm_r = _row_norms(cand_m, idf), _row_norms(ref_m, idf)
+        denominator = np.outer(norm_c, norm_r)
+        dot = _clipped_dot(cand_m, ref_m, idf)
+        similarity += np.divide(dot, denominator, out=np.zeros_like(dot), where=denominator != 0)
+    delta = _bigram_lengths(cands)[:, None] - _bigram_lengths(flat)[None, :]
+    similarity *= np.power(np.e, -(delta ** 2) / (2 * sigma ** 2))
+    per_clip = np.zeros((len(cands), len(references)))
+    np.add.at(per_clip.T, owner, similarity.T)  # sum over each clip's references
+    sizes = np.array([len(refs) for refs in references], dtype=np.float64)
+    return per_clip / n / sizes[None, :] * CIDER_SCALE
+
+
+def _check_references(references: Sequence[Sequence[str]], what: str = "references") -> None:
+    for m, refs in enumerate(references):
+        if isinstance(refs, str) or not len(refs):
+            raise ValueError(f"{what}[{m}] must be a non-empty list of texts, found {refs!r:.60}")
+
+
+def cider_d_matrix(candidates: Sequence[str], references: Sequence[Sequence[str]],
+                   df_corpus: Union[Sequence[Sequence[str]], DocumentFrequency, None] = None, *,
+                   tokenized: bool = False, n: int = CIDER_N, sigma: float = CIDER_SIGMA) -> np.ndarray:
+    """CIDEr-D of every candidate against every clip's references: a ``[len(candidates),
+    len(references)]`` float array.
+
+    The definition is pycocoevalcap's ``CiderScorer``: for n = 1..4, TF-IDF vectors of the
+    n-grams (idf = ``log(#documents) - log(max(1, df))``), the similarity of candidate and
+    reference ``sum_g min(h_g, r_g) r_g / (|h| |r|)`` (clipped cosine; 0 when a norm is 0),
+    times the length penalty ``exp(-(l_h - l_r)^2 / (2 sigma^2))`` where a length is the
+    number of bigrams; the mean over n of the sum over the clip's references, divided by the
+    number of references, x10.
+
+    Args:
+        candidates: texts to score.
+        references: ``references[m]``: clip m's reference texts.
+        df_corpus: where the document frequencies come from: ``None`` = ``references`` (one
+            document per clip), which makes the diagonal of the square case equal
+            ``Cider().compute_score`` over the corpus; a list of reference lists (one per
+            document); or a :class:`DocumentFrequency`.
+        tokenized: the texts are already COCO-tokenised (otherwise they are tokenised here, as
+            the scorer does).
+    """
+    _check_references(references)
+    if df_corpus is not None and not isinstance(df_corpus, DocumentFrequency):
+        _check_references(df_corpus, "df_corpus")
+    texts = list(candidates) + [t for refs in references for t in refs]
+    if not isinstance(df_corpus, DocumentFrequency) and df_corpus is not None:
+        texts += [t for refs in df_corpus for t in refs]
+    tokens = texts if tokenized else coco_tokenize(texts)
+    counts = [ngram_counts(t, n) for t in tokens]
+    cand_counts, rest = counts[:len(candidates)], counts[len(candidates):]
+    ref_counts = _split(rest, references)
+    if isinstance(df_corpus, DocumentFrequency):
+        df = df_corpus
+    elif df_corpus is None:
+        df = _document_frequency_from_counts(ref_counts)
+    else:
+        df = _document_frequency_from_counts(_split(rest[sum(len(r) for r in references):], df_corpus))
+    return _cider_from_counts(cand_counts, ref_counts, df, n, sigma)
+
+
+def _split(flat: Sequence, shape_like: Sequence[Sequence]) -> list[list]:
+    """Cut ``flat`` into consecutive groups of the lengths of ``shape_like``'s lists."""
+    out, start = [], 0
+    for group in shape_like:
+        out.append(list(flat[start:start + len(group)]))
+        start += len(group)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Self-retrieval
+# ------------------------------------------------------------------------------------------
+def retrieval_ranks(scores: np.ndarray, targets: Sequence[int] | None = None, *, ties: str = "against",
+                    tolerance: float = TIE_TOLERANCE) -> np.ndarray:
+    """Rank (1 = best) of each query's own item: row q of ``scores`` scores every item for
+    query q, and ``targets[q]`` (default q) is its own item.
+
+    ``rank = 1 + #{others scoring higher}``, and with ``ties="against"`` (the default) others
+    scoring the same also count, so a caption that matches every clip equally (say, with score
+    0) ranks last, not first.  ``ties="for"`` counts only strictly higher scores.  Scores within
+    ``tolerance`` (relative to ``max(1, |own score|)``) of the own one are ties.
+    """
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    scores = np.asarray(scores, dtype=np.float64)
+    targets = np.arange(scores.shape[0]) if targets is None else np.asarray(targets)
+    own = scores[np.arange(scores.shape[0]), targets][:, None]
+    margin = tolerance * np.maximum(1.0, np.abs(own))
+    higher = scores > own + margin
+    tied = np.abs(scores - own) <= margin
+    tied[np.arange(scores.shape[0]), targets] = False
+    return 1 + higher.sum(axis=1) + (tied.sum(axis=1) if ties == "against" else 0)
+
+
+def recall_at_k(ranks: np.ndarray, ks: Iterable[int] = (1, 3),
+                weights: np.ndarray | None = None) -> dict[str, float]:
+    """``{"R@k": share of queries whose rank <= k}`` (a weighted mean when ``weights`` is given)."""
+    ranks = np.asarray(ranks)
+    return {f"R@{k}": float(np.average(ranks <= k, weights=weights)) for k in ks}
+
+
+def _aligned(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]]) -> list:
+    ids = list(references)
+    missing = [i for i in ids if i not in predictions]
+    extra = [i for i in predictions if i not in references]
+    if missing or extra:
+        raise ValueError(f"predictions and references must have the same ids; without a prediction: "
+                         f"{missing[:5]!r}, without references: {extra[:5]!r}")
+    if not ids:
+        raise ValueError("nothing to score: no clips")
+    return ids
+
+
+def self_retrieval(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
+                   ks: Iterable[int] = (1, 3), *, ties: str = "against") -> dict[str, float]:
+    """Does each clip's caption pick out its own clip?  R@k over the clips.
+
+    For clip i, its caption is scored by CIDEr-D (:func:`cider_d_matrix`, document frequencies
+    from all clips' references) against every clip's references; R@k is the share of clips
+    whose own clip ranks within the top k (ties: see :func:`retrieval_ranks`; by default a tie
+    counts against the clip).
+    """
+    ids = _aligned(predictions, references)
+    refs = [list(references[i]) for i in ids]
+    scores = cider_d_matrix([predictions[i] for i in ids], refs)
+    return recall_at_k(retrieval_ranks(scores, ties=ties), ks)
+
+
+def reference_ceiling(references: Mapping[Hashable, Sequence[str]], ks: Iterable[int] = (1, 3), *,
+                      ties: str = "against") -> dict[str, float]:
+    """Self-retrieval R@k of a held-out human reference: the human level (meant as the ceiling)
+    of :func:`self_retrieval`.
+
+    Leave-one-out over each clip's references: reference j of clip i is the caption, clip i
+    keeps its other references, every other clip keeps all of its own, and the document
+    frequencies come from that corpus (as if the held-out text were clip i's prediction).  A
+    clip's R@k is the mean over its held-out references, and the result the mean over clips, so
+    every clip weighs the same.  Clips with a single reference are left out; ``ValueError`` if
+    none has two.
+
+    It is a ceiling only where a clip's references say the same thing in other words.  Where
+    they name different faults (BX: a coach's three instructions for one clip), a held-out one
+    shares little with the other two, and this figure can be near 0 while a caption that copies
+    a reference of its own clip retrieves the clip easily.
+    """
+    ids = list(references)
+    refs = [list(references[i]) for i in ids]
+    _check_references(refs)
+    counts = _split([ngram_counts(t) for t in coco_tokenize([t for r in refs for t in r])], refs)
+    hits: list[np.ndarray] = []
+    for i, clip_counts in enumerate(counts):
+        if len(clip_counts) < 2:
+            continue
+        ranks = []
+        for j, held_out in enumerate(clip_counts):
+            corpus = list(counts)
+            corpus[i] = clip_counts[:j] + clip_counts[j + 1:]
+            row = _cider_from_counts([held_out], corpus, _document_frequency_from_counts(corpus))
+            ranks.append(retrieval_ranks(row, [i], ties=ties)[0])
+        hits.append(np.array(ranks))
+    if not hits:
+        raise ValueError("reference_ceiling needs at least one clip with two or more references")
+    return {f"R@{k}": float(np.mean([np.mean(r <= k) for r in hits])) for k in ks}
+
+
+# ------------------------------------------------------------------------------------------
+# Bootstrap over test clips
+# ------------------------------------------------------------------------------------------
+Statistic = Callable[[np.ndarray], np.ndarray]  # (resamples, clips) int indices -> (resamples,)
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A bootstrap percentile interval: the statistic on the full set and its [low, high] bounds."""
+
+    estimate: float
+    low: float
+    high: float
+    alpha: float
+    n: int
+
+    def as_dict(self) -> dict[str, float]:
+        return {"estimate": self.estimate, "low": self.low, "high": self.high, "alpha": self.alpha,
+                "n": self.n}
+
+
+def bootstrap_ci(statistic: Statistic, n_clips: int, *, n: int = 1000, seed: int = 0,
+                 alpha: float = 0.05) -> Interval:
+    """Percentile bootstrap interval of a corpus statistic over test clips.
+
+    ``statistic(indices)`` takes an int array ``[resamples, n_clips]`` of clip indices (drawn
+    with replacement; row r is one resampled test set) and returns one value per row; it must
+    recompute the corpus metric from the resampled clips (see :func:`cider_statistic`,
+    :func:`bleu_statistic`; :func:`paired_difference` for model minus baseline on the same
+    resampled clips).  The ``n`` resamples come from ``numpy.random.default_rng(seed)``; the
+    bounds are the ``alpha/2`` and ``1 - alpha/2`` quantiles (numpy's linear interpolation) of
+    the resampled values, and ``estimate`` is the statistic on the full set.
+    """
+    if n_clips < 1:
+        raise ValueError("bootstrap_ci needs at least one clip")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    rng = np.random.default_rng(seed)
+    values = np.asarray(statistic(rng.integers(0, n_clips, size=(n, n_clips))), dtype=np.float64)
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    estimate = float(np.asarray(statistic(np.arange(n_clips)[None, :]))[0])
+    return Interval(estimate, float(low), float(high), alpha, n)
+
+
+def cider_statistic(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
+                    ids: Sequence[Hashable] | None = None) -> Statistic:
+    """Corpus CIDEr-D of a resampled test set, with the document frequencies fixed from the full
+    test references (pycocoevalcap would recount them on each resampled corpus; fixing them
+    makes a resample's score the mean of per-clip scores, so 1000 resamples take milliseconds).
+    On the full set it equals pycocoevalcap's corpus CIDEr-D.  Clip order: ``ids`` (default:
+    the references' order)."""
+    ids = list(references) if ids is None else list(ids)
+    _aligned({i: predictions[i] for i in ids}, {i: references[i] for i in ids})
+    refs = [list(references[i]) for i in ids]
+    per_clip = np.diag(cider_d_matrix([predictions[i] for i in ids], refs)).copy()
+    return lambda indices: per_clip[np.asarray(indices)].mean(axis=-1)
+
+
+def _bleu_clip_stats(hypothesis: str, refs: Sequence[str], n: int) -> np.ndarray:
+    """``[test length, closest reference length, guess_1..n, correct_1..n]`` of one clip, as
+    pycocoevalcap's BLEU counts them (closest length; on a tie, the shorter reference)."""
+    hyp = ngram_counts(hypothesis, n)
+    ref_counts = [ngram_counts(r, n) for r in refs]
+    test_len = len(hypothesis.split())
+    ref_len = min((abs(len(r.split()) - test_len), len(r.split())) for r in refs)[1]
+    guess = [max(0, test_len - k) for k in range(n)]
+    correct = [sum(min(c, max(rc[k].get(g, 0) for rc in ref_counts)) for g, c in hyp[k].items())
+               for k in range(n)]
+    return np.array([test_len, ref_len, *guess, *correct], dtype=np.float64)
+
+
+def bleu_statistic(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
+                   n: int = 4, ids: Sequence[Hashable] | None = None) -> Statistic:
+    """Corpus BLEU-n of a resampled test set, recomputed from per-clip counts (n-gram matches,
+    lengths), exactly as pycocoevalcap's ``Bleu`` would score the resampled corpus."""
+    ids = list(references) if ids is None else list(ids)
+    _aligned({i: predictions[i] for i in ids}, {i: references[i] for i in ids})
+    hyps = coco_tokenize([predictions[i] for i in ids])
+    refs = _split(coco_tokenize([t for i in ids for t in references[i]]), [references[i] for i in ids])
+    stats = np.stack([_bleu_clip_stats(h, r, n) for h, r in zip(hyps, refs)])  # (clips, 2 + 2n)
+
+    def statistic(indices: np.ndarray) -> np.ndarray:
+        totals = stats[np.asarray(indices)].sum(axis=-2)  # (resamples, 2 + 2n)
+        guess, correct = totals[..., 2:2 + n], totals[..., 2 + n:]
+        # pycocoevalcap: prod_k (correct_k + 1e-15) / (guess_k + 1e-9), then the n-th root.
+        precision = np.prod((correct + 1e-15) / (guess + 1e-9), axis=-1)
+        bleu = precision ** (1.0 / n)
+        ratio = (totals[..., 0] + 1e-15) / (totals[..., 1] + 1e-9)
+        penalty = np.where(ratio < 1, np.exp(1 - 1 / np.minimum(ratio, 1.0)), 1.0)
+        return bleu * penalty
+
+    return statistic
+
+
+def corpus_statistic(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
+                     metric: str = "CIDEr", ids: Sequence[Hashable] | None = None) -> Statistic:
+    """The resampling statistic of ``metric``: ``"CIDEr"`` or ``"BLEU-1"`` .. ``"BLEU-4"``."""
+    if metric == "CIDEr":
+        return cider_statistic(predictions, references, ids)
+    if metric.startswith("BLEU-") and metric[5:].isdigit() and 1 <= int(metric[5:]) <= 4:
+        return bleu_statistic(predictions, references, int(metric[5:]), ids)
+    raise ValueError(f"no bootstrap statistic for {metric!r}; use 'CIDEr' or 'BLEU-1'..'BLEU-4'")
+
+
+def paired_difference(model: Statistic, baseline: Statistic) -> Statistic:
+    """``model - baseline`` on the same resampled clips (a paired bootstrap statistic)."""
+    return lambda indices: np.asarray(model(indices)) - np.asarray(baseline(indices))
+
+
+def bootstrap_metric(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
+                     metric: str = "CIDEr", *, baseline: Mapping[Hashable, str] | None = None,
+                     n: int = 1000, seed: int = 0, alpha: float = 0.05) -> Interval:
+    """Bootstrap interval of a corpus metric over the test clips, or, with ``baseline``
+    predictions, of the difference model minus baseline (both scored on the same resampled
+    clips)."""
+    ids = list(references)
+    statistic = corpus_statistic(predictions, references, metric, ids)
+    if baseline is not None:
+        statistic = paired_difference(statistic, corpus_statistic(baseline, references, metric, ids))
+    return bootstrap_ci(statistic, len(ids), n=n, seed=seed, alpha=alpha)
