@@ -51,8 +51,10 @@ def test_allowed_types_round_trip_every_protocol(protocol):
     _assert_same(payload, safe_loads(pickle.dumps(payload, protocol=protocol)))
 
 
+@pytest.mark.skipif(int(np.__version__.split(".")[0]) < 2,
+                    reason="numpy 1.x writes numpy.core.* itself, so every other pickle test reads those names")
 def test_numpy_1x_module_names_are_accepted():
-    """Files written by numpy 1.x name numpy.core.* instead of numpy._core.*."""
+    """Files written by numpy 1.x name numpy.core.* instead of numpy._core.* (numpy 2)."""
     data = pickle.dumps([np.arange(3.0), np.float64(2.0)], protocol=2)
     assert b"numpy._core.multiarray" in data
     old = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
