@@ -1,8 +1,9 @@
 """Pieces shared by the benchmarks in ``bench/``: the data (BX when present, else synthetic), the two
 model sizes, devices, timing and the JSON file each benchmark writes.
 
-Not a benchmark itself. The benchmarks put the repository root on ``sys.path`` and import this as
-``bench.common``.
+Not a benchmark itself. The benchmarks run as modules from the repository root
+(``python -m bench.train_step``), so ``bench`` and the project packages import as they are;
+they import this as ``from bench import common``.
 
 Data: the real boxing data is read from ``$MOTION2TEXT_BX_DIR`` or ``../shared/data/BX`` beside
 the checkout (the same place as ``tests/conftest.py``). When it is absent, a synthetic coach-mode
@@ -23,16 +24,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from configs import schema
+from dataloaders import synthetic
+from dataloaders.collate import Collator
+from dataloaders.dataset import MotionTextDataset
+from dataloaders.records import load_records, load_standards
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from configs import schema  # noqa: E402
-from dataloaders import synthetic  # noqa: E402
-from dataloaders.collate import Collator  # noqa: E402
-from dataloaders.dataset import MotionTextDataset  # noqa: E402
-from dataloaders.records import load_records, load_standards  # noqa: E402
-
 BX_DIR = Path(os.environ.get("MOTION2TEXT_BX_DIR", REPO_ROOT.parent / "shared" / "data" / "BX"))
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 BASE_CONFIG = REPO_ROOT / "configs" / "synthetic.yaml"

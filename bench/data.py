@@ -1,7 +1,7 @@
 """Data-pipeline throughput: clips/s through ``MotionTextDataset.__getitem__`` and the ``Collator``
 on one core, and the first-load time of the dataset.
 
-    python bench/data.py [--batch 32] [--epochs 3] [--threads 1] [--data auto|bx|synthetic]
+    python -m bench.data [--batch 32] [--epochs 3] [--threads 1] [--data auto|bx|synthetic]
                          [--device cpu|cuda] [--quick] [--out bench/results/data.json]
 
 First load (cold: the first time in this process; the OS file cache is not dropped): reading the
@@ -31,18 +31,15 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench import common  # noqa: E402
-from dataloaders.collate import Collator  # noqa: E402
+from bench import common
+from dataloaders.collate import Collator
 
 TARGET_CLIPS_PER_S = 5000.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=32, help="samples per batch (default 32)")
     parser.add_argument("--epochs", type=int, default=None, help="timed passes per row (default 3; --quick 1)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

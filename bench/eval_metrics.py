@@ -1,6 +1,6 @@
 """Benchmark: time to score N clips (template captions, 3 references each) with and without Java.
 
-    python bench/eval_metrics.py [--clips 5000] [--refs 3] [--out bench/results/eval_metrics.json]
+    python -m bench.eval_metrics [--clips 5000] [--refs 3] [--out bench/results/eval_metrics.json]
 
 Prints a table and writes the figures as JSON.  Not a test: nothing here gates on a time.
 """
@@ -14,13 +14,11 @@ import time
 import warnings
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+from evaluation import metrics
+from evaluation.caption_templates import synthetic_case
+from evaluation.metrics import MetricSkippedWarning, close_meteor, java_available, score_captions
 
-from evaluation import metrics  # noqa: E402
-from evaluation.caption_templates import synthetic_case  # noqa: E402
-from evaluation.metrics import MetricSkippedWarning, close_meteor, java_available, score  # noqa: E402
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, object]:
@@ -42,28 +40,29 @@ def tokenizer_rows(predictions: dict, references: dict, with_java: bool) -> list
 
 
 def score_rows(predictions: dict, references: dict, with_java: bool) -> tuple[list[dict], dict]:
-    """Whole ``score()`` calls: without Java, with Java from a cold METEOR JVM, and warm."""
+    """Whole ``score_captions()`` calls: without Java, with Java from a cold METEOR JVM, and warm."""
     rows, values = [], {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MetricSkippedWarning)
-        seconds, values["without_java"] = timed(score, predictions, references, use_java=False)
-    rows.append({"step": "score(), no Java (BLEU, ROUGE-L, CIDEr)", "seconds": seconds})
+        seconds, values["without_java"] = timed(score_captions, predictions, references, use_java=False)
+    rows.append({"step": "score_captions(), no Java (BLEU, ROUGE-L, CIDEr)", "seconds": seconds})
     if with_java:
         close_meteor()
-        seconds, values["with_java"] = timed(score, predictions, references, use_java=True)
-        rows.append({"step": "score(), Java, first call (METEOR JVM start)", "seconds": seconds})
-        seconds, _ = timed(score, predictions, references, use_java=True)
-        rows.append({"step": "score(), Java, later call (JVM reused)", "seconds": seconds})
+        seconds, values["with_java"] = timed(score_captions, predictions, references, use_java=True)
+        rows.append({"step": "score_captions(), Java, first call (METEOR JVM start)", "seconds": seconds})
+        seconds, _ = timed(score_captions, predictions, references, use_java=True)
+        rows.append({"step": "score_captions(), Java, later call (JVM reused)", "seconds": seconds})
         close_meteor()
     return rows, values
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.eval_metrics", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=5000)
     parser.add_argument("--refs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "results" / "eval_metrics.json")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "eval_metrics.json")
     args = parser.parse_args(argv)
 
     predictions, references = synthetic_case(args.seed, args.clips, args.refs)
@@ -74,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
     texts = args.clips * (args.refs + 1)
     print(f"{args.clips} clips x {args.refs} references ({texts} texts), Java {'found' if with_java else 'absent'}")
-    print(f"{'step':<48} {'seconds':>9} {'clips/s':>9}")
+    print(f"{'step':<56} {'seconds':>9} {'clips/s':>9}")
     for row in rows:
-        print(f"{row['step']:<48} {row['seconds']:>9.2f} {args.clips / row['seconds']:>9.0f}")
+        print(f"{row['step']:<56} {row['seconds']:>9.2f} {args.clips / row['seconds']:>9.0f}")
     if "with_java" in values:
         same = all(abs(values["with_java"][k] - values["without_java"][k]) < 1e-9 for k in values["without_java"])
         print(f"Java and pure-Python scores agree to 1e-9: {same}")

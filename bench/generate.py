@@ -1,6 +1,6 @@
 """Caption throughput: greedy and beam search, one clip at a time against batches of 32.
 
-    python bench/generate.py [--device cpu|cuda] [--clips 64] [--batches 1,32] [--beams 3]
+    python -m bench.generate [--device cpu|cuda] [--clips 64] [--batches 1,32] [--beams 3]
                              [--new-tokens 24] [--quick] [--data auto|bx|synthetic]
                              [--out bench/results/generate.json]
 
@@ -28,18 +28,15 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench import common  # noqa: E402
-from dataloaders.collate import Collator  # noqa: E402
+from bench import common
+from dataloaders.collate import Collator
 
 TARGET_SPEEDUP = 8.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.generate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--clips", type=int, default=None, help="clips captioned per setting (default 64; --quick 16)")

@@ -1,6 +1,6 @@
 """Profile training steps with torch.profiler: where the time goes, by operator and by model part.
 
-    python bench/profile_step.py [--config tiny|small] [--policy time_pool] [--reference subtract]
+    python -m bench.profile_step [--config tiny|small] [--policy time_pool] [--reference subtract]
                                  [--batch 16] [--steps 3] [--warmup 1] [--top 25]
                                  [--sort self_cpu_time_total] [--device cpu|cuda] [--trace FILE]
                                  [--out bench/results/profile_step_<config>.json]
@@ -10,9 +10,12 @@ configs/synthetic.yaml; ``small`` = T5-small's shape), takes ``--warmup`` untime
 profiles ``--steps`` steps (forward, backward, gradient clipping, AdamW, zero_grad) on batches of
 the data (BX when present, else synthetic). Prints
 
-* the phase split per step: forward (and within it the encoder, the reference branch's encoder
-  pass, the projection and T5), backward, optimizer (labelled with ``record_function``), in host
-  time (on CUDA that is launch time, not kernel time: read the operator table's device columns);
+* the phase split per step: forward (and within it the encoder, the projection and T5),
+  backward, optimizer (labelled with ``record_function``), in host time (on CUDA that is launch
+  time, not kernel time: read the operator table's device columns). An encoder call made without
+  gradient is labelled apart, ``forward/encoder (reference, no grad)``; when the model encodes the
+  learner and its standard in one call, the standard's share is inside ``forward/encoder``, and
+  only the phases that occurred are listed;
 * the top ``--top`` operators by ``--sort`` (``key_averages().table``), times per profiled run.
 
 ``--trace FILE`` also writes a Chrome trace (open in chrome://tracing or Perfetto). Nothing here
@@ -28,20 +31,17 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench import common  # noqa: E402
-from bench.train_step import make_optimizer, model_inputs  # noqa: E402
-from dataloaders.collate import Collator  # noqa: E402
+from bench import common
+from bench.train_step import make_optimizer, model_inputs
+from dataloaders.collate import Collator
 
 PHASES = ("forward", "forward/encoder", "forward/encoder (reference, no grad)", "forward/projection",
           "forward/t5", "backward", "optimizer")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.profile_step", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=tuple(common.MODEL_CONFIGS), default="tiny")
     parser.add_argument("--policy", choices=common.POLICIES, default="time_pool")
     parser.add_argument("--reference", choices=common.REFERENCES, default="subtract")
@@ -100,9 +100,11 @@ def profiled_step(model, optimizer, batch: dict) -> None:
 
 
 def phase_times(prof, steps: int, device: torch.device) -> dict[str, float]:
-    """Milliseconds per step spent inside each labelled range (wall time of the range on the host)."""
+    """Milliseconds per step spent inside each labelled range that occurred (wall time of the range on
+    the host), in the order of ``PHASES``; forward, backward and optimizer are always there."""
     totals = {e.key: e.cpu_time_total / 1e3 / steps for e in prof.key_averages() if e.key in PHASES}
-    return {name: totals.get(name, 0.0) for name in PHASES}
+    return {name: totals.get(name, 0.0) for name in PHASES
+            if name in totals or name in ("forward", "backward", "optimizer")}
 
 
 def top_ops(prof, sort: str, top: int, steps: int) -> list[dict]:

@@ -1,7 +1,7 @@
 """Training-step throughput and peak memory, with and without the reference branch, and the cost
 of padding every clip to the dataset's longest.
 
-    python bench/train_step.py [--device cpu|cuda] [--configs tiny,small] [--batches 8,32]
+    python -m bench.train_step [--device cpu|cuda] [--configs tiny,small] [--batches 8,32]
                                [--policies time_pool,skeleton_pool,origin] [--steps 4] [--warmup 1]
                                [--quick | --full] [--amp bf16] [--fused-adamw] [--compile]
                                [--data auto|bx|synthetic] [--out bench/results/train_step.json]
@@ -47,12 +47,8 @@ from typing import Any, Callable
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench import common  # noqa: E402
-from dataloaders.collate import Collator  # noqa: E402
+from bench import common
+from dataloaders.collate import Collator
 
 TARGET_RATIO = 1.7
 MODEL_KEYS = ("x", "mask", "std_x", "labels")  # what Captioner.forward reads from a batch
@@ -61,7 +57,8 @@ MIB = 2 ** 20
 
 # ============================================================================ command line ====
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--configs", type=common.choice_list(tuple(common.MODEL_CONFIGS)), default=None,
