@@ -26,7 +26,8 @@ standards (models trained with model.reference=subtract):
   --standard STD.pkl              each dataset clip's own motion_type picks its standard
 
 output: one line per text, "video_name<TAB>text" (--json: {"video_name": [texts]}).
-exit status: 0 on success, 2 on unreadable or malformed inputs and conflicting options."""
+exit status: 0 on success, 2 on unreadable or malformed inputs (a clip shorter than the encoder's
+temporal kernel included, as in training) and conflicting options."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -75,7 +76,8 @@ def run(args: argparse.Namespace) -> dict[str, list[str]]:
                                            inf.standard_for_every_clip(args.standard, args.motion_type))
     captions = inf.caption_records(model, cfg, records, standards, batch_size=args.batch_size,
                                    segment=args.segment, seed=args.seed,
-                                   progress=len(records) > args.batch_size, **gen)
+                                   progress=len(records) > args.batch_size,
+                                   source=", ".join(map(str, args.inputs)), **gen)
     print_captions(captions, args.json)
     if args.pictures:
         from evaluation import pictures

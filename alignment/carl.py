@@ -39,9 +39,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dataloaders.features import SMPL22_PARENTS
+from dataloaders.skeleton import NUM_JOINTS, ROOT, bones
+from models.projection import sinusoidal_positions
 
-NUM_JOINTS = len(SMPL22_PARENTS)
+POSITION_MODES = ("sinusoidal", "none")  # sinusoidal (CARL), or none: order-free context
+POSE_CHANNELS = (3, 6)  # joints only, or joints + bones
 
 
 # ============================================================================ configs =========
@@ -83,27 +85,14 @@ def pose_features(coords: torch.Tensor, channels: int = 6) -> torch.Tensor:
     Equal to :func:`dataloaders.features.compute_features` with ``normalise="root_first_frame"``
     (transposed); frame 0 of every item must be a real frame.
     """
-    if channels not in (3, 6):
+    if channels not in POSE_CHANNELS:
         raise ValueError(f"channels must be 3 (joints) or 6 (joints + bones), found {channels}")
-    joints = coords - coords[:, :1, :1, :]                         # (N, T, V, 3) - (N, 1, 1, 3)
-    parts = [joints]
-    if channels == 6:
-        parents = torch.tensor([max(p, 0) for p in SMPL22_PARENTS], device=coords.device)
-        parts.append(joints - joints[:, :, parents, :])            # (N, T, V, 3) bones
+    joints = coords - coords[:, :1, ROOT:ROOT + 1, :]              # (N, T, V, 3) - (N, 1, 1, 3)
+    parts = [joints] if channels == 3 else [joints, bones(joints)]  # (N, T, V, 3) each
     return torch.cat(parts, dim=-1).transpose(2, 3).contiguous()   # (N, T, V, C) -> (N, T, C, V)
 
 
 # ============================================================================ model ===========
-def sinusoidal_positions(positions: torch.Tensor, width: int) -> torch.Tensor:
-    """Sinusoidal encoding of (possibly fractional) positions ``(N, T) -> (N, T, D)``."""
-    half = width // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32,
-                                                        device=positions.device) * 2.0 / width)
-    angles = positions.float()[..., None] * freqs                  # (N, T, D/2)
-    enc = torch.stack([angles.sin(), angles.cos()], dim=-1)         # (N, T, D/2, 2)
-    return enc.flatten(-2)                                          # (N, T, D)
-
-
 def frame_positions(lengths: torch.Tensor, t_max: int, max_positions: int) -> torch.Tensor:
     """Positions ``(N, T)``: ``0..L-1``, or ``linspace(0, max_positions - 1, L)`` when ``L`` is longer."""
     steps = torch.arange(t_max, dtype=torch.float32, device=lengths.device)[None, :]  # (1, T)
@@ -119,8 +108,8 @@ class FrameEmbedder(nn.Module):
     def __init__(self, cfg: EmbedderConfig | None = None) -> None:
         super().__init__()
         self.cfg = cfg = cfg or EmbedderConfig()
-        if cfg.positions not in ("sinusoidal", "none"):
-            raise ValueError(f"positions must be 'sinusoidal' or 'none', found {cfg.positions!r}")
+        if cfg.positions not in POSITION_MODES:
+            raise ValueError(f"positions must be one of {POSITION_MODES}, found {cfg.positions!r}")
         in_dim = cfg.channels * cfg.joints
         self.pose = nn.Sequential(
             nn.Linear(in_dim, cfg.pose_hidden), nn.LayerNorm(cfg.pose_hidden), nn.GELU(),
@@ -238,13 +227,6 @@ def interpolate_frames(coords: torch.Tensor, lengths: torch.Tensor,
     w = (times - lower.to(times.dtype))[..., None, None].to(coords.dtype)  # (N, L, 1, 1)
     idx = torch.arange(coords.shape[0])[:, None]                    # (N, 1)
     return coords[idx, lower] * (1 - w) + coords[idx, upper] * w    # (N, L, V, 3)
-
-
-def change_speed(coords: torch.Tensor, factor: float) -> torch.Tensor:
-    """Play ``coords (T, V, 3)`` ``factor`` times faster: ``1 + floor((T - 1) / factor)`` frames."""
-    t = coords.shape[0]
-    times = torch.arange(0, 1 + int((t - 1) / factor + 1e-9), dtype=torch.float64) * factor
-    return interpolate_frames(coords[None], torch.tensor([t]), times[None])[0]  # (1, T', V, 3) -> (T', V, 3)
 
 
 def sample_view_times(length: int, n_frames: int, cfg: AugmentConfig,

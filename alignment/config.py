@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import yaml
 
 from configs import schema
-from alignment.carl import AugmentConfig, EmbedderConfig
+from alignment.carl import POSE_CHANNELS, POSITION_MODES, AugmentConfig, EmbedderConfig
 
 
 ConfigError = schema.ConfigError  # a config file or override is invalid; names the dotted key
@@ -82,11 +82,11 @@ def validate(cfg: CarlConfig) -> None:
     if cfg.data.kind == "pickle" and not cfg.data.train and not cfg.data.standard:
         raise ConfigError("config key 'data.train': give at least one dataset pickle "
                           "(or data.standard) when data.kind is 'pickle'")
-    if cfg.model.positions not in ("sinusoidal", "none"):
-        raise ConfigError(f"config key 'model.positions': expected 'sinusoidal' or 'none', "
+    if cfg.model.positions not in POSITION_MODES:
+        raise ConfigError(f"config key 'model.positions': expected one of {', '.join(POSITION_MODES)}, "
                           f"found {cfg.model.positions!r}")
-    if cfg.model.channels not in (3, 6):
-        raise ConfigError(f"config key 'model.channels': expected 3 or 6, found {cfg.model.channels}")
+    if cfg.model.channels not in POSE_CHANNELS:
+        raise ConfigError(f"config key 'model.channels': expected one of {POSE_CHANNELS}, found {cfg.model.channels}")
     if cfg.model.width % cfg.model.heads or cfg.model.width % 2:
         raise ConfigError(f"config key 'model.width': {cfg.model.width} must be even and "
                           f"divisible by model.heads ({cfg.model.heads})")

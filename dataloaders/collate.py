@@ -6,7 +6,7 @@ included) and with worker processes (it is picklable as long as its tokenizer is
 Every epoch brings the same target texts back, so the Collator keeps each text's token ids once
 computed (up to ``cache_limit`` distinct texts) and pads them itself: the labels are exactly what
 ``tokenizer(texts, padding="longest", truncation=True, max_length=...)`` gives, at a fraction of
-the cost (the tokenizer call was most of the collate time; see bench/data.py).
+the cost (the tokenizer call dominates a collate without it; ``python -m bench.data`` measures it).
 """
 from __future__ import annotations
 

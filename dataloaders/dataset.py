@@ -8,9 +8,10 @@ Segments (``segment=``):
 * ``"none"``: the whole clip; with ``reference=True`` the whole standard.
 * ``"gt" | "aligned" | "error"``: the learner's frames ``[<seg>_start_frame, <seg>_end_frame)``
   and the standard's frames ``[<seg>_std_start_frame, <seg>_std_end_frame)`` (end exclusive, as in
-  the released BX data). Where an end field is missing but ``<seg>_seq_len`` is present, the end is
-  ``start + seq_len`` (the public code's convention). A record without the fields for the chosen
-  segment is a :class:`DataError`.
+  the released BX data). A missing end falls back on what its own side has
+  (:func:`dataloaders.records.segment_span`): the learner's on ``start + <seg>_seq_len``, the
+  standard's on the standard's last frame. A record without a start field, or without both the
+  learner's end and ``seq_len``, is a :class:`DataError`.
 
 Reference (``reference=True``): each item carries the standard's segment features, linearly
 resampled over time to the learner segment's length, so both share ``T`` and the frame mask.
@@ -21,7 +22,7 @@ Texts: ``labels="all"`` gives one sample per (clip, text); ``"random"`` one samp
 text is drawn per epoch from ``(seed, epoch)`` (call :meth:`set_epoch`). ``augmented_labels=True``
 adds the clip's paraphrases to its training texts. ``train=False`` gives one sample per clip with
 the first label as text (and ``""`` for unlabelled, inference-only clips). ``references`` are
-always all of a clip's ``labels`` (no prefix, no paraphrases).
+always all of a clip's ``labels`` (no paraphrases).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .features import NORMALISATIONS, compute_features, resample_time
-from .records import SEGMENTS, DataError, segment_key
+from .records import ON_BAD, SEGMENTS, DataError, segment_key, segment_span
 
 __all__ = ["MotionTextDataset", "SEGMENT_CHOICES", "LABEL_MODES"]
 
@@ -66,7 +67,6 @@ class MotionTextDataset(Dataset):
         segment: ``none | gt | aligned | error``.
         labels: ``all | random``.
         augmented_labels: add ``augmented_labels`` to the training texts.
-        prefix: prepended to every target text (e.g. ``"Motion Instruction : "``).
         normalise: ``none | root_first_frame`` (per segment: the root at the segment's first frame).
         reference: carry the standard's segment features (``None`` without standards).
         train: ``False`` gives one sample per clip with its first label as text.
@@ -80,17 +80,17 @@ class MotionTextDataset(Dataset):
 
     def __init__(self, records: Sequence[Mapping[str, Any]],
                  standards: Mapping[str, np.ndarray] | None = None, *, segment: str = "none",
-                 labels: str = "all", augmented_labels: bool = False, prefix: str = "",
+                 labels: str = "all", augmented_labels: bool = False,
                  normalise: str = "root_first_frame", reference: bool = False,
                  train: bool = True, seed: int = 0, source: str = "<records>",
                  min_frames: int = 1, on_bad: str = "strict") -> None:
         _check_choice("segment", segment, SEGMENT_CHOICES)
         _check_choice("labels", labels, LABEL_MODES)
         _check_choice("normalise", normalise, NORMALISATIONS)
-        _check_choice("on_bad", on_bad, ("strict", "skip"))
+        _check_choice("on_bad", on_bad, ON_BAD)
         if not records:
             raise DataError(f"{source}: no records to build a dataset from")
-        self.segment, self.label_mode, self.prefix = segment, labels, prefix
+        self.segment, self.label_mode = segment, labels
         self.normalise, self.train, self.seed = normalise, train, seed
         self.use_augmented = augmented_labels
         self.source = source
@@ -114,17 +114,16 @@ class MotionTextDataset(Dataset):
     def _where(self, index: int, rec: Mapping[str, Any]) -> str:
         return f"{self.source}: record {index} (video_name={rec.get('video_name')!r})"
 
-    def _bounds(self, index: int, rec: Mapping[str, Any], start_field: str, end_field: str,
-                n_frames: int, what: str) -> tuple[int, int]:
-        """``[start, end)`` of the chosen segment inside a clip of ``n_frames`` frames."""
+    def _bounds(self, index: int, rec: Mapping[str, Any], n_frames: int, what: str,
+                standard: bool) -> tuple[int, int]:
+        """``[start, end)`` of the chosen segment inside the learner's clip or (``standard``) the
+        standard, of ``n_frames`` frames."""
         if self.segment == "none":
             return 0, n_frames
-        start_key = segment_key(self.segment, start_field)
-        end_key = segment_key(self.segment, end_field)
-        len_key = segment_key(self.segment, "seq_len")
-        start, end = rec.get(start_key), rec.get(end_key)
-        if end is None and start is not None and rec.get(len_key) is not None:
-            end = start + rec[len_key]
+        prefix = "std_" if standard else ""
+        start_key = segment_key(self.segment, prefix + "start_frame")
+        end_key = segment_key(self.segment, prefix + "end_frame")
+        start, end = segment_span(rec, self.segment, n_frames, standard=standard)
         if start is None or end is None:
             missing = [k for k in (start_key, end_key) if rec.get(k) is None]
             raise DataError(f"{self._where(index, rec)}: key {missing[0]!r}: expected an int "
@@ -144,8 +143,7 @@ class MotionTextDataset(Dataset):
             raise DataError(f"{self._where(index, rec)}: key 'motion_type': expected one of the "
                             f"standards {sorted(standards)}, found {motion_type!r}")
         std = standards[motion_type]
-        start, end = self._bounds(index, rec, "std_start_frame", "std_end_frame", len(std),
-                                  f"standard {motion_type!r}")
+        start, end = self._bounds(index, rec, len(std), f"standard {motion_type!r}", standard=True)
         key = (motion_type, start, end)
         if key not in self._std_cache:
             self._std_cache[key] = compute_features(std[start:end], self.normalise)
@@ -160,14 +158,14 @@ class MotionTextDataset(Dataset):
                    f"{self.min_frames} frames (the encoder's temporal kernel, "
                    f"model.encoder.temporal_kernel), found a {what} of {frames} frame(s)")
         if self.on_bad == "strict":
-            raise DataError(message + "; set data.on_bad=skip to drop such clips")
+            raise DataError(message + "; in training, data.on_bad=skip drops such clips")
         warnings.warn(message + "; skipped", stacklevel=3)
         return False
 
     def _build_clip(self, index: int, rec: Mapping[str, Any],
                     standards: Mapping[str, np.ndarray] | None) -> _Clip | None:
         coords = np.asarray(rec["coordinates"], dtype=np.float32)
-        start, end = self._bounds(index, rec, "start_frame", "end_frame", len(coords), "clip")
+        start, end = self._bounds(index, rec, len(coords), "clip", standard=False)
         if not self._long_enough(index, rec, end - start):
             return None
         features = torch.from_numpy(compute_features(coords[start:end], self.normalise))
@@ -214,14 +212,10 @@ class MotionTextDataset(Dataset):
             "video_name": clip.video_name,
             "features": clip.features,
             "standard": clip.standard,
-            "text": self.prefix + clip.targets[text_index],
+            "text": clip.targets[text_index],
             "references": clip.references,
             "motion_type": clip.motion_type,
         }
-
-    @property
-    def num_clips(self) -> int:
-        return len(self._clips)
 
     def clip_ids(self) -> list[str]:
         """Unique video names in dataset order."""
@@ -230,10 +224,6 @@ class MotionTextDataset(Dataset):
     def references(self) -> dict[str, list[str]]:
         """``{video_name: all labels}`` for scoring."""
         return {clip.video_name: list(clip.references) for clip in self._clips}
-
-    def motion_types(self) -> dict[str, str | None]:
-        """``{video_name: motion_type}`` (for per-type scores)."""
-        return {clip.video_name: clip.motion_type for clip in self._clips}
 
     def clip_lengths(self) -> list[int]:
         """Frames per clip (after the segment crop), in dataset order."""

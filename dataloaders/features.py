@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SMPL22_PARENTS", "SMPL22_JOINT_NAMES", "NORMALISATIONS", "compute_features",
-           "resample_time"]
+from .skeleton import NUM_JOINTS, ROOT, bones
 
-SMPL22_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19]
-SMPL22_JOINT_NAMES = [
-    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
-    "left_ankle", "right_ankle", "spine3", "left_foot", "right_foot", "neck", "left_collar",
-    "right_collar", "head", "left_shoulder", "right_shoulder", "left_elbow", "right_elbow",
-    "left_wrist", "right_wrist",
-]
+__all__ = ["NORMALISATIONS", "compute_features", "resample_time"]
+
 NORMALISATIONS = ("none", "root_first_frame")
-_ROOT = 0
 
 
 def compute_features(coords: np.ndarray, normalise: str = "root_first_frame") -> np.ndarray:
@@ -38,14 +31,12 @@ def compute_features(coords: np.ndarray, normalise: str = "root_first_frame") ->
     joints = np.asarray(coords, dtype=np.float32)
     if joints.ndim == 2:
         joints = joints.reshape(joints.shape[0], -1, 3)  # (T, V*3) -> (T, V, 3)
-    if joints.ndim != 3 or joints.shape[1:] != (len(SMPL22_PARENTS), 3):
-        raise ValueError(f"coords: expected [T, 22, 3] or [T, 66], found shape {np.shape(coords)}")
+    if joints.ndim != 3 or joints.shape[1:] != (NUM_JOINTS, 3):
+        raise ValueError(f"coords: expected [T, {NUM_JOINTS}, 3] or [T, {NUM_JOINTS * 3}], "
+                         f"found shape {np.shape(coords)}")
     if normalise == "root_first_frame":
-        joints = joints - joints[0:1, _ROOT:_ROOT + 1, :]  # (T, V, 3) - (1, 1, 3)
-    parents = np.array(SMPL22_PARENTS)
-    parents[_ROOT] = _ROOT  # root minus itself: a zero bone
-    bones = joints - joints[:, parents, :]  # (T, V, 3)
-    features = np.concatenate([joints, bones], axis=-1)  # (T, V, 6)
+        joints = joints - joints[0:1, ROOT:ROOT + 1, :]  # (T, V, 3) - (1, 1, 3)
+    features = np.concatenate([joints, bones(joints)], axis=-1)  # (T, V, 3) + (T, V, 3) -> (T, V, 6)
     return np.ascontiguousarray(features.transpose(2, 0, 1), dtype=np.float32)  # (C, T, V)
 
 

@@ -53,7 +53,8 @@ from tqdm import tqdm
 
 from training.checkpoint import atomic_write
 
-from .records import NUM_JOINTS, validate_records
+from .records import validate_records
+from .skeleton import NUM_JOINTS
 
 __all__ = [
     "ConversionError", "Options", "SplitReport", "REASONS", "SPLITS", "convert", "convert_split",

@@ -15,8 +15,9 @@ with the restricted unpickler, validates every record and returns them normalise
 
 Segment conventions (checked against the released BX data): ``start_frame`` / ``end_frame`` index
 the learner's clip, ``std_start_frame`` / ``std_end_frame`` the standard, ``end`` is exclusive, so
-``0 <= start < end <= T``. ``seq_len`` is only checked to be a positive int (DTW-based
-pre-processing stores the warping-path length there, which may exceed ``end - start``).
+``0 <= start < end <= T``. ``seq_len`` belongs to the learner's side: it is only checked to be a
+positive int (DTW-based pre-processing stores the warping-path length there, which may exceed
+``end - start``). :func:`segment_span` says where a missing end falls.
 
 Errors are :class:`DataError` and name the file, the record (index and ``video_name``), the key,
 what was expected and what was found. With ``on_bad="skip"`` bad records are dropped and one
@@ -24,28 +25,28 @@ warning gives their count and the first few reasons.
 """
 from __future__ import annotations
 
-import json
 import logging
 import numbers
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from .safe_pickle import safe_load
+from .skeleton import NUM_JOINTS
 
 __all__ = [
-    "DataError", "Record", "SEGMENTS", "SEGMENT_FIELDS", "NUM_JOINTS", "load_records",
-    "load_standards", "load_references", "load_motion_types", "validate_records",
-    "validate_record", "segment_key", "summarise", "DataFileNotFound",
+    "DataError", "Record", "SEGMENTS", "SEGMENT_FIELDS", "ON_BAD", "load_records",
+    "load_standards", "validate_records", "validate_record", "segment_key", "segment_span",
+    "DataFileNotFound",
 ]
 
 log = logging.getLogger(__name__)
 
-NUM_JOINTS = 22
+ON_BAD = ("strict", "skip")  # what to do with an unusable record or clip: raise, or drop it
 SEGMENTS = ("gt", "aligned", "error")
 SEGMENT_FIELDS = ("start_frame", "end_frame", "std_start_frame", "std_end_frame", "seq_len")
 MAX_REASONS_IN_WARNING = 5
@@ -64,6 +65,25 @@ class DataFileNotFound(DataError, FileNotFoundError):
 def segment_key(segment: str, field: str) -> str:
     """``segment_key("aligned", "std_start_frame") -> "aligned_std_start_frame"``."""
     return f"{segment}_{field}"
+
+
+def segment_span(rec: Mapping[str, Any], segment: str, n_frames: int, *, standard: bool
+                 ) -> tuple[int | None, int | None]:
+    """``(start, end)`` of one side of ``segment`` (the learner's clip, or with ``standard=True``
+    the standard), whose clip has ``n_frames`` frames; ``None`` for what the record lacks.
+
+    A missing end falls back on what the same side owns: the learner's on ``start + <seg>_seq_len``
+    (the learner segment's length), the standard's on the standard's last frame (``n_frames``).
+    ``seq_len`` never bounds the standard, whose segment may be longer or shorter than the
+    learner's (DTW) and is resampled to the learner's length by the dataset.
+    """
+    prefix = "std_" if standard else ""
+    start = rec.get(segment_key(segment, prefix + "start_frame"))
+    end = rec.get(segment_key(segment, prefix + "end_frame"))
+    if end is None and start is not None:
+        length = n_frames - start if standard else rec.get(segment_key(segment, "seq_len"))
+        end = None if length is None else start + length
+    return start, end
 
 
 _SEGMENT_KEYS = tuple(segment_key(s, f) for s in SEGMENTS for f in SEGMENT_FIELDS)
@@ -191,8 +211,7 @@ def _check_segments(rec: dict, n_frames: int, std_frames: int | None) -> None:
 
 
 def validate_record(raw: Any, *, need_labels: bool = True,
-                    standards: Mapping[str, np.ndarray] | None = None,
-                    need_coordinates: bool = True) -> Record:
+                    standards: Mapping[str, np.ndarray] | None = None) -> Record:
     """Validate one raw record and return it normalised (raises ``_RecordError``)."""
     if not isinstance(raw, dict):
         raise _RecordError("<record>", "a dict", _describe(raw))
@@ -200,10 +219,9 @@ def validate_record(raw: Any, *, need_labels: bool = True,
     name = rec.get("video_name")
     if not isinstance(name, str) or not name:
         raise _RecordError("video_name", "a non-empty string", _describe(name))
-    if need_coordinates or "coordinates" in rec:
-        if "coordinates" not in rec:
-            raise _RecordError("coordinates", "present", "no such key")
-        rec["coordinates"] = _as_coordinates(rec["coordinates"])
+    if "coordinates" not in rec:
+        raise _RecordError("coordinates", "present", "no such key")
+    rec["coordinates"] = _as_coordinates(rec["coordinates"])
     labels = rec.get("labels")
     if labels is None or (not need_labels and isinstance(labels, (list, tuple)) and not labels):
         if need_labels:
@@ -226,17 +244,16 @@ def validate_record(raw: Any, *, need_labels: bool = True,
             raise _RecordError("motion_type", f"a motion type with a standard ({known})",
                                _describe(motion_type))
         std_frames = int(standards[motion_type].shape[0])
-    n_frames = rec["coordinates"].shape[0] if "coordinates" in rec else None
-    _check_segments(rec, n_frames, std_frames)
+    _check_segments(rec, rec["coordinates"].shape[0], std_frames)
     return rec
 
 
 def validate_records(raw: Any, source: str, *, need_labels: bool = True,
-                     standards: Mapping[str, np.ndarray] | None = None, on_bad: str = "strict",
-                     need_coordinates: bool = True) -> list[Record]:
+                     standards: Mapping[str, np.ndarray] | None = None,
+                     on_bad: str = "strict") -> list[Record]:
     """Validate a whole unpickled dataset (see :func:`load_records`)."""
-    if on_bad not in ("strict", "skip"):
-        raise ValueError(f"on_bad must be 'strict' or 'skip', got {on_bad!r}")
+    if on_bad not in ON_BAD:
+        raise ValueError(f"on_bad must be one of {ON_BAD}, got {on_bad!r}")
     if not isinstance(raw, list):
         raise DataError(f"{source}: expected a list of record dicts at the top level, "
                         f"found {_describe(raw)}")
@@ -248,8 +265,7 @@ def validate_records(raw: Any, source: str, *, need_labels: bool = True,
     for index, item in enumerate(raw):
         name = item.get("video_name") if isinstance(item, dict) else None
         try:
-            rec = validate_record(item, need_labels=need_labels, standards=standards,
-                                  need_coordinates=need_coordinates)
+            rec = validate_record(item, need_labels=need_labels, standards=standards)
             if rec["video_name"] in seen:
                 raise _RecordError("video_name", "a unique name",
                                    f"a duplicate of record {seen[rec['video_name']]}")
@@ -313,42 +329,3 @@ def load_standards(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a standard file: ``{video_name (= motion type): float32 [T, 22, 3]}``."""
     records = validate_records(_read_pickle(path), str(path), need_labels=False)
     return {rec["video_name"]: rec["coordinates"] for rec in records}
-
-
-def _read_reference_records(path: str | os.PathLike) -> list[Record]:
-    """Records with ``video_name`` and ``labels`` from a dataset pickle or the released JSON."""
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        if not path.is_file():
-            raise DataFileNotFound(f"{path}: reference file not found")
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: not a readable JSON file ({exc})") from exc
-    else:
-        raw = _read_pickle(path)
-    return validate_records(raw, str(path), need_coordinates=False)
-
-
-def load_references(path: str | os.PathLike) -> dict[str, list[str]]:
-    """``{video_name: labels}`` from a dataset pickle (read safely) or the released JSON."""
-    return {rec["video_name"]: rec["labels"] for rec in _read_reference_records(path)}
-
-
-def load_motion_types(path: str | os.PathLike) -> dict[str, str | None]:
-    """``{video_name: motion_type or None}`` from the same files as :func:`load_references`."""
-    return {rec["video_name"]: rec["motion_type"] for rec in _read_reference_records(path)}
-
-
-def summarise(records: Iterable[Record]) -> dict[str, float]:
-    """Counts for logs and reports: clips, labels, augmented labels, frames min/mean/max."""
-    records = list(records)
-    frames = np.array([rec["coordinates"].shape[0] for rec in records], dtype=np.int64)
-    return {
-        "clips": len(records),
-        "labels": int(sum(len(rec["labels"]) for rec in records)),
-        "augmented_labels": int(sum(len(rec["augmented_labels"]) for rec in records)),
-        "frames_min": int(frames.min()) if len(frames) else 0,
-        "frames_mean": float(frames.mean()) if len(frames) else 0.0,
-        "frames_max": int(frames.max()) if len(frames) else 0,
-    }

@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .features import SMPL22_PARENTS
+from .skeleton import NUM_JOINTS, SMPL22_JOINT_NAMES, SMPL22_PARENTS
 
 __all__ = ["KINDS", "MODES", "generate", "write", "rest_offsets", "forward_kinematics", "main"]
 
@@ -52,11 +52,19 @@ MODES = ("describe", "coach")
 MOVE_START, MOVE_END = 0.15, 0.85  # phase window of the movement
 STANDARD_FRAMES = 90
 GROUND_CLEARANCE = 0.04  # height of the lowest foot joint above the floor (m)
-FOOT_JOINTS = (7, 8, 10, 11)
 
-# joint indices
-PELVIS, L_HIP, R_HIP, SPINE1, L_KNEE, R_KNEE, SPINE2, L_ANKLE, R_ANKLE, SPINE3 = range(10)
-L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW = 16, 17, 18, 19
+
+def _joints(*names: str) -> tuple[int, ...]:
+    """Indices of the named SMPL-22 joints."""
+    return tuple(SMPL22_JOINT_NAMES.index(name) for name in names)
+
+
+FOOT_JOINTS = _joints("left_ankle", "right_ankle", "left_foot", "right_foot")
+PELVIS, L_HIP, R_HIP, SPINE1, L_KNEE, R_KNEE, SPINE2, L_ANKLE, R_ANKLE, SPINE3 = _joints(
+    "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
+    "left_ankle", "right_ankle", "spine3")
+L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW = _joints(
+    "left_shoulder", "right_shoulder", "left_elbow", "right_elbow")
 _ARM = {"left": (L_SHOULDER, L_ELBOW, 1.0), "right": (R_SHOULDER, R_ELBOW, -1.0)}
 _LEG = {"left": (L_HIP, L_KNEE, L_ANKLE, 1.0), "right": (R_HIP, R_KNEE, R_ANKLE, -1.0)}
 _OTHER = {"left": "right", "right": "left"}
@@ -153,7 +161,7 @@ class _Pose:
 
     def __post_init__(self) -> None:
         n = len(self.u)
-        self.rot = np.tile(np.eye(3), (n, len(SMPL22_PARENTS), 1, 1))
+        self.rot = np.tile(np.eye(3), (n, NUM_JOINTS, 1, 1))
         self.yaw = np.zeros(n)
         self.forward = np.zeros(n)
         self.lift = np.zeros(n)

@@ -13,7 +13,8 @@ clip is read, paired with its standard and turned into features in one place:
 * :func:`caption_records`: records -> ``{video_name: [texts]}`` through
   :class:`dataloaders.dataset.MotionTextDataset` (``train=False``, the run's ``data.normalise``
   and segment) and :class:`dataloaders.collate.Collator`, i.e. exactly the features the model
-  saw in training and evaluation.
+  saw in training and evaluation. A clip shorter than the encoder's temporal kernel is refused,
+  as training refuses it.
 
 Problems with the inputs are :class:`dataloaders.records.DataError` (file, record, what was
 expected, what was found); option conflicts are :class:`UsageError`.
@@ -27,8 +28,9 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from dataloaders.records import NUM_JOINTS, DataError, DataFileNotFound, load_records, load_standards, \
+from dataloaders.records import DataError, DataFileNotFound, load_records, load_standards, segment_span, \
     validate_records
+from dataloaders.skeleton import NUM_JOINTS
 
 __all__ = ["UsageError", "MOTION_SUFFIXES", "DATASET_SUFFIXES", "load_model", "read_motion",
            "records_from_inputs", "read_standards", "standard_for_every_clip", "pair_with_standards", "choose_segment",
@@ -196,23 +198,27 @@ def uses_standards(model: Any, standards: Mapping[str, np.ndarray] | None) -> bo
 
 
 # ============================================================================ features =======
-def _has_segment(rec: Mapping[str, Any], segment: str, start: str, end: str) -> bool:
-    return rec.get(f"{segment}_{start}") is not None and (
-        rec.get(f"{segment}_{end}") is not None or rec.get(f"{segment}_seq_len") is not None)
+def _has_segment(rec: Mapping[str, Any], segment: str,
+                 standards: Mapping[str, np.ndarray] | None) -> bool:
+    """Whether the record's fields give the learner's segment and, with standards, the standard's."""
+    sides = [segment_span(rec, segment, len(rec["coordinates"]), standard=False)]
+    if standards is not None:
+        std = standards.get(rec.get("motion_type"))
+        sides.append((None, None) if std is None else segment_span(rec, segment, len(std), standard=True))
+    return all(None not in side for side in sides)
 
 
 def choose_segment(requested: str, cfg: Any, records: Sequence[Mapping[str, Any]],
-                   with_standards: bool) -> str:
-    """The segment to crop: ``auto`` is the run's ``data.segment`` when every clip has its fields,
-    else the whole clip (``none``, with a note); an explicit choice is used as given."""
+                   standards: Mapping[str, np.ndarray] | None) -> str:
+    """The segment to crop: ``auto`` is the run's ``data.segment`` when every clip has its fields
+    (and, with ``standards``, its standard's), else the whole clip (``none``, with a note); an
+    explicit choice is used as given."""
     if requested != "auto":
         return requested
     segment = cfg.data.segment
     if segment == "none":
         return "none"
-    complete = all(_has_segment(r, segment, "start_frame", "end_frame") and
-                   (not with_standards or _has_segment(r, segment, "std_start_frame", "std_end_frame"))
-                   for r in records)
+    complete = all(_has_segment(r, segment, standards) for r in records)
     if not complete:
         log.warning("the run was trained on the %r segment, but not every input has %s_* fields: "
                     "captioning whole clips (segment none)", segment, segment)
@@ -223,14 +229,17 @@ def choose_segment(requested: str, cfg: Any, records: Sequence[Mapping[str, Any]
 def build_dataset(model: Any, cfg: Any, records: Sequence[dict],
                   standards: Mapping[str, np.ndarray] | None, segment: str = "auto",
                   source: str = "<inputs>") -> Any:
-    """The evaluation dataset of these records, built as training builds its test set."""
+    """The evaluation dataset of these records, built as training builds its test set: a clip
+    shorter than the encoder's temporal kernel is a :class:`DataError` naming ``source``, the
+    clip and its length."""
     from dataloaders.dataset import MotionTextDataset
 
     with_std = uses_standards(model, standards)
-    segment = choose_segment(segment, cfg, records, with_std)
+    segment = choose_segment(segment, cfg, records, standards if with_std else None)
     return MotionTextDataset(records, standards if with_std else None, segment=segment,
                              normalise=cfg.data.normalise, reference=with_std, train=False,
-                             seed=cfg.seed, source=source)
+                             seed=cfg.seed, source=source,
+                             min_frames=cfg.model.encoder.temporal_kernel, on_bad="strict")
 
 
 def iter_batches(dataset: Any, batch_size: int, device: torch.device | str = "cpu"
@@ -274,18 +283,19 @@ def generation_kwargs(num_beams: int = 1, sample: bool = False, temperature: flo
 def caption_records(model: Any, cfg: Any, records: Sequence[dict],
                     standards: Mapping[str, np.ndarray] | None = None, *, batch_size: int = 16,
                     segment: str = "auto", seed: int = 0, progress: bool = False,
-                    **generate: Any) -> dict[str, list[str]]:
+                    source: str = "<inputs>", **generate: Any) -> dict[str, list[str]]:
     """``{video_name: [texts]}``: ``num_return_sequences`` texts per clip, clips in input order.
 
     ``records`` carry their standard's name in ``motion_type`` (see :func:`pair_with_standards`).
     ``generate`` are ``T5.generate`` arguments, e.g. from :func:`generation_kwargs` (default:
-    greedy, 64 new tokens). ``seed`` makes sampling repeatable.
+    greedy, 64 new tokens). ``seed`` makes sampling repeatable. ``source`` names the inputs in
+    error messages (e.g. the files the records came from).
     """
     from tqdm import tqdm
 
     generate = {"max_new_tokens": 64, **generate}
     per_clip = int(generate.get("num_return_sequences", 1))
-    dataset = build_dataset(model, cfg, records, standards, segment)
+    dataset = build_dataset(model, cfg, records, standards, segment, source)
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     model.eval()

@@ -30,8 +30,8 @@ Strategies (Yan et al., ST-GCN, AAAI 2018)
   from the centre has distance ``inf``; ``inf == inf`` then sends both its parent and its children
   into one subset and leaves the other empty. That is not reproduced here.)
 
-Unlike a public motion-to-text implementation, the SMPL-22 bones are built from the 0-based parent
-list as is; nothing is shifted by one, so no joint is linked to a non-existent joint -1.
+The one named layout is SMPL-22 (``dataloaders.skeleton``), the skeleton of every feature the
+encoder sees; other ``Layout`` s can be passed in directly.
 """
 from __future__ import annotations
 
@@ -40,14 +40,7 @@ from typing import Sequence
 
 import numpy as np
 
-SMPL22_PARENTS: tuple[int, ...] = (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16,
-                                   17, 18, 19)
-
-# NTU RGB+D 25 joints, 1-based pairs as published with the dataset (and used by ST-GCN).
-NTU25_BONES_1BASED: tuple[tuple[int, int], ...] = (
-    (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9), (11, 10),
-    (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18), (20, 19),
-    (22, 23), (23, 8), (24, 25), (25, 12))
+from dataloaders.skeleton import ROOT, SMPL22_PARENTS
 
 STRATEGIES = ("uniform", "distance", "spatial")
 
@@ -79,25 +72,20 @@ def layout_from_parents(name: str, parents: Sequence[int], center: int = 0) -> L
 
 
 def smpl22_layout() -> Layout:
-    """SMPL-22 (HumanML3D / HybrIK joint order), centred on the pelvis (joint 0)."""
-    return layout_from_parents("smpl22", SMPL22_PARENTS, center=0)
+    """SMPL-22 (HumanML3D / HybrIK joint order), centred on the pelvis (the root, joint 0)."""
+    return layout_from_parents("smpl22", SMPL22_PARENTS, center=ROOT)
 
 
-def ntu25_layout() -> Layout:
-    """NTU RGB+D 25 (Kinect v2), centred on spine-shoulder (joint 21 1-based = index 20)."""
-    edges = tuple((i - 1, j - 1) for i, j in NTU25_BONES_1BASED)
-    return Layout("ntu25", 25, edges, center=21 - 1)
-
-
-LAYOUTS = {"smpl22": smpl22_layout, "ntu25": ntu25_layout}
+LAYOUTS = {"smpl22": smpl22_layout}
+LAYOUT_NAMES = tuple(LAYOUTS)
 
 
 def get_layout(layout: str | Layout) -> Layout:
-    """Look a layout up by name (``smpl22``, ``ntu25``) or pass a ``Layout`` through."""
+    """Look a layout up by name (``smpl22``) or pass a ``Layout`` through."""
     if isinstance(layout, Layout):
         return layout
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown graph layout {layout!r}; expected one of {sorted(LAYOUTS)} "
+        raise ValueError(f"unknown graph layout {layout!r}; expected one of {LAYOUT_NAMES} "
                          "or a models.graph.Layout")
     return LAYOUTS[layout]()
 

@@ -26,26 +26,37 @@ import math
 import torch
 from torch import nn
 
+from dataloaders.skeleton import NUM_JOINTS
+
 POLICIES = ("time_pool", "skeleton_pool", "origin")
 
 
-def sinusoidal_positions(length: int, dim: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """``(length, dim)``: sin on even, cos on odd features, wavelengths up to 10000 * 2 pi."""
-    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]  # (T, 1)
-    rates = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32)
+def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal encodings of (possibly fractional) positions, ``(...,) -> (..., D)`` float32.
+
+    Feature ``2i`` is ``sin(p / 10000^(2i / D))`` and feature ``2i + 1`` its cosine (Vaswani et
+    al.); an odd ``D`` ends on a sine.
+    """
+    rates = torch.exp(torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32)
                       * (-math.log(10000.0) / dim))  # (ceil(D / 2),)
-    angles = position * rates[None, :]  # (T, 1) x (1, D/2) -> (T, D/2)
-    table = torch.zeros(length, dim, device=device, dtype=torch.float32)
-    table[:, 0::2] = torch.sin(angles)
-    table[:, 1::2] = torch.cos(angles[:, : dim // 2])
-    return table.to(dtype)
+    angles = positions.float()[..., None] * rates  # (...,) -> (..., 1) x (ceil(D / 2),)
+    table = torch.empty(*positions.shape, dim, device=positions.device, dtype=torch.float32)
+    table[..., 0::2] = torch.sin(angles)
+    table[..., 1::2] = torch.cos(angles[..., : dim // 2])
+    return table  # (..., D)
+
+
+def _frame_encodings(length: int, dim: int, like: torch.Tensor) -> torch.Tensor:
+    """Sinusoidal positions of frames ``0..length-1``, ``(T, D)`` on ``like``'s device and dtype."""
+    frames = torch.arange(length, device=like.device)  # (T,)
+    return sinusoidal_positions(frames, dim).to(like.dtype)  # (T, D)
 
 
 class Projection(nn.Module):
     """``forward(feats (N, T, V, C), mask (N, T)) -> (tokens (N, L, D), token_mask (N, L) bool)``."""
 
     def __init__(self, in_channels: int, d_model: int, policy: str = "time_pool",
-                 num_joints: int = 22, dropout: float = 0.0) -> None:
+                 num_joints: int = NUM_JOINTS, dropout: float = 0.0) -> None:
         super().__init__()
         if policy not in POLICIES:
             raise ValueError(f"unknown projection policy {policy!r}; expected one of {POLICIES}")
@@ -93,12 +104,12 @@ class Projection(nn.Module):
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         t = feats.shape[1]
         pooled = feats.mean(dim=2)  # (N, T, V, C) -> (N, T, C)
-        frames = sinusoidal_positions(t, self.d_model, feats.device, feats.dtype)  # (T, D)
+        frames = _frame_encodings(t, self.d_model, feats)  # (T, D)
         return self.linear(pooled) + frames, mask  # (N, L=T, D)
 
     def _origin(self, feats: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, t, v, _ = feats.shape
-        frames = sinusoidal_positions(t, self.d_model, feats.device, feats.dtype)  # (T, D)
+        frames = _frame_encodings(t, self.d_model, feats)  # (T, D)
         position = frames[:, None, :] + self.joint_embedding[None, :, :]  # (T, 1, D) + (1, V, D) -> (T, V, D)
         tokens = self.linear(feats) + position  # (N, T, V, D)
         tokens = tokens.reshape(n, t * v, self.d_model)  # (N, T, V, D) -> (N, L=T*V, D), t-major

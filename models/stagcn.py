@@ -1,52 +1,20 @@
-"""STA-GCN: spatial temporal attention graph convolution, two-stream (joint, bone), padding-safe.
+"""STA-GCN: a two-stream (joint, bone) spatial temporal attention graph network, as an encoder.
 
-After Shiraki et al., "Spatial Temporal Attention Graph Convolutional Networks with
-Mechanics-Stream for Skeleton-Based Action Recognition" (ACCV 2020), used here as a caption
-encoder: no classifier; the output is a feature map ``(N, T', V, C_out)``.
+``forward(x (N, C=6, T, V), mask (N, T))`` -> features ``(N, T', V, C_out)``, the output frame
+mask ``(N, T')`` and the attention maps ``{"node": (N, T', V), "graphs": (N, K_att, V, V)}``.
 
-Architecture
-------------
-``x (N, 6, T, V)`` ->
+A block: graph convolution over the joints with the partitions ``A (K, V, V)`` (and, in the
+perception branch, the attention graphs), BatchNorm, ReLU, a temporal convolution (odd kernel,
+stride ``s``), BatchNorm, dropout, residual, ReLU: ``(N, C_in, T, V) -> (N, C_out, ceil(T/s), V)``.
+The joint channels ``x[:, :3]`` and the bone channels ``x[:, 3:]`` have their own extractor blocks,
+whose outputs are concatenated; an attention branch turns that into the node map and the attention
+graphs, and a perception branch of the same block plan reads it scaled by ``1 + node``.
 
-1. Two feature extractors (ST-GC blocks, ``channels[:extractor_blocks]``), one on the joint
-   stream ``x[:, :3]`` and one on the bone stream ``x[:, 3:]``, each with its own input
-   BatchNorm over (joint, channel) as in ST-GCN. Their outputs are concatenated along channels
-   (``2 * channels[extractor_blocks - 1]``): the fusion point.
-2. Attention branch (ST-GC blocks, ``channels[extractor_blocks:]``) on the fused features. From
-   its last features it produces
-   * the attention node map ``a (N, T', V)`` = sigmoid(BN(conv1x1(BN(f)))), as in the paper;
-   * ``K_att`` attention graphs ``G (N, K_att, V, V)``: two 1x1 embeddings ``theta, phi`` per
-     graph, their per-frame joint-by-joint similarity averaged over VALID frames only,
-     ``S[n,k,v,w] = mean_t <theta[n,k,:,t,v], phi[n,k,:,t,w]> / sqrt(C_e)``, a softmax over the
-     input joints ``v`` (so each column sums to 1, the convention of ``models.graph``), plus a
-     learnable, data-independent edge-importance term ``B (K_att, V, V)`` initialised to zero
-     (2s-AGCN's "C + B"). The paper derives the graphs from a time-pooled conv map passed through
-     tanh/ReLU; the masked similarity here is data dependent in the same way, bounded, and exact
-     under padding.
-3. Perception branch (same block plan as the attention branch) on the fused features re-weighted
-   by the node attention residually, ``f * (1 + a)``. The node map lives at the branch's output
-   rate ``T'``; it is brought back to the extractor's rate by repeating each value
-   ``stride`` times (frame ``t`` uses ``a[t // stride]``), which, unlike interpolation to a size,
-   does not depend on how long the padded batch is. Every perception block convolves with the
-   skeleton partitions ``A * M`` (``M`` a learnable edge importance per block, ST-GCN) PLUS the
-   attention graphs through a second 1x1 kernel.
-
-Why one shared attention/perception pair instead of one per stream: the encoder must hand a single
-node map and a single set of graphs to the captioner (and to whoever visualises them), and the
-attention should see both where a joint is and how its bone points; sharing also halves the cost
-of the two deepest stages. The streams keep separate extractors so that positions and bone vectors
-(different statistics) get their own low-level filters, as in the mechanics-stream paper.
-
-Masking (padded frames never change valid outputs in eval mode)
------------------------------------------------------------------
-Padding is at the end of the time axis with a frame mask ``(N, T)``. Every block zeroes padded
-frames before its temporal convolution and on its output, so a zero-padded ("same") temporal conv
-sees exactly what it would see for the clip alone. Strided convs use odd kernels with padding
-``(k - 1) // 2``, so output frame ``t'`` is centred on input ``t' * s``; the mask is downsampled as
-``mask[:, ::s]`` and a clip of ``T`` valid frames keeps ``ceil(T / s)``. Time reductions (the
-similarity mean) are masked means. BatchNorm is ``MaskedBatchNorm``: in training its batch
-statistics are taken over valid frames only (padding neither shifts them nor the running
-estimates); in eval it is the usual affine map with running statistics.
+Masking invariant: padded frames (at the end of the time axis) never influence valid outputs;
+exactly so in eval mode, and in training BatchNorm statistics use valid frames only. Blocks zero
+padded frames before the temporal convolution and on their output; the 'same' zero padding of an
+odd kernel centres output frame ``t'`` on input frame ``t' * s``, so the mask becomes
+``mask[:, ::s]``; reductions over time are masked means.
 """
 from __future__ import annotations
 
@@ -58,13 +26,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.graph import Graph
-
-PRESETS: dict[str, dict] = {
-    "default": dict(channels=(64, 64, 128, 128, 256), strides=(1, 1, 2, 1, 2), temporal_kernel=9,
-                    num_attention_graphs=4, extractor_blocks=2),
-    "tiny": dict(channels=(16, 32), strides=(1, 2), temporal_kernel=5, num_attention_graphs=2,
-                 extractor_blocks=1),
-}
 
 
 # ============================================================================ helpers =========
@@ -226,7 +187,13 @@ class StreamExtractor(nn.Module):
 
 
 class AttentionBranch(nn.Module):
-    """ST-GC blocks, then the node attention map and the attention graphs (see module doc)."""
+    """ST-GC blocks, then the node attention map and the attention graphs.
+
+    Node map: ``sigmoid(BN(conv1x1(BN(f))))``, ``(N, T', V)``. Graph ``k``: two 1x1 embeddings
+    ``theta_k, phi_k`` of width ``C_e``; their joint-by-joint similarity averaged over the valid
+    frames and divided by ``sqrt(C_e)``, a softmax over the input joints, plus a learned bias
+    ``(V, V)`` that starts at zero.
+    """
 
     def __init__(self, in_channels: int, channels: Sequence[int], strides: Sequence[int],
                  num_subsets: int, num_nodes: int, *, temporal_kernel: int, dropout: float,
@@ -365,13 +332,6 @@ class STAGCN(nn.Module):
                              f"the mask), got {temporal_kernel}")
         if num_attention_graphs < 0:
             raise ValueError(f"num_attention_graphs must be >= 0, got {num_attention_graphs}")
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> "STAGCN":
-        """``STAGCN.from_preset("tiny")`` / ``("default")``, with keyword overrides."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown STAGCN preset {name!r}; expected one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[name], **overrides})
 
     @property
     def temporal_stride_total(self) -> int:

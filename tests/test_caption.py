@@ -25,9 +25,9 @@ MAX_NEW = 6
 
 
 def tiny(results: Path, experiment: str, *extra: str) -> list[str]:
-    """tests/test_train.py's run of a few seconds, with a prefix, evaluated at the end only."""
+    """tests/test_train.py's run of a few seconds, with a prompt, evaluated at the end only."""
     return train_tiny(results, experiment, "train.lr=1e-2", "eval.every=5", "eval.num_logged_pictures=2",
-                      'data.prefix="Motion Instruction : "', *extra)
+                      'model.prompt="Motion Instruction : "', *extra)
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +183,25 @@ def test_bad_inputs_exit_2_with_a_message_naming_the_file(run, tmp_path, capsys,
     expected = {"wrong_shape": "found shape (10, 21, 3)", "not_a_pickle": "not a readable dataset pickle",
                 "missing": "not found", "unsupported": "expected a motion .npy"}[kind]
     assert expected in err[0]
+
+
+def test_a_clip_shorter_than_the_temporal_kernel_is_refused_as_in_training(run, trained, test_records,
+                                                                          tmp_path, capsys):
+    kernel = trained[1].model.encoder.temporal_kernel  # 9 (configs/synthetic.yaml)
+    rec = test_records[3]
+    short = {"video_name": rec["video_name"], "coordinates": rec["coordinates"][:kernel - 1],
+             "labels": rec["labels"], "motion_type": rec["motion_type"]}  # no segment fields to cut
+    np.save(tmp_path / "short.npy", short["coordinates"])
+    with open(tmp_path / "short.pkl", "wb") as f:
+        pickle.dump([test_records[0], short], f)
+    for path, clip in ((tmp_path / "short.npy", "short"), (tmp_path / "short.pkl", short["video_name"])):
+        assert caption.main(["--run", str(run), str(path)]) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("caption.py: error:")]
+        assert len(errors) == 1, errors
+        assert str(path) in errors[0] and repr(clip) in errors[0]
+        assert f"at least {kernel} frames" in errors[0] and f"{kernel - 1} frame(s)" in errors[0]
+    np.save(tmp_path / "short.npy", test_records[3]["coordinates"][:kernel])  # the kernel itself is enough
+    assert caption.main(["--run", str(run), str(tmp_path / "short.npy"), "--max_new_tokens", "2"]) == 0
 
 
 def test_option_conflicts_and_unknown_names_exit_2(run, tmp_path, capsys):

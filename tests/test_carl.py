@@ -10,7 +10,8 @@ import torch
 from alignment import carl
 from alignment import config as C
 from alignment import train_carl
-from dataloaders.features import SMPL22_PARENTS, compute_features
+from dataloaders.features import compute_features
+from dataloaders.skeleton import SMPL22_PARENTS
 
 TINY = dict(width=32, heads=2, ff=64, layers=1, pose_hidden=32, embed_dim=16, dropout=0.0,
             max_positions=16)
@@ -131,14 +132,15 @@ def test_vertical_rotation_matrices_are_rotations():
     torch.testing.assert_close(rot[:, 1], torch.tensor([[0.0, 1, 0], [0, 1, 0]], dtype=torch.float64))
 
 
-def test_speed_change_and_interpolation():
+def test_interpolate_frames_reads_fractional_times_inside_each_clip():
     clip = torch.arange(11, dtype=torch.float64)[:, None, None].expand(11, 22, 3)  # value = time
-    fast = carl.change_speed(clip, 2.0)
-    assert fast.shape == (6, 22, 3)
-    torch.testing.assert_close(fast[:, 0, 0], torch.arange(0, 11, 2, dtype=torch.float64))
-    slow = carl.change_speed(clip, 0.5)
-    assert slow.shape == (21, 22, 3)
-    torch.testing.assert_close(slow[:, 0, 0], torch.arange(21, dtype=torch.float64) * 0.5)
+    coords = torch.stack([clip, 2 * clip])  # (N=2, T, V, 3)
+    times = torch.tensor([[0.0, 2.5, 10.0, 12.0], [0.5, 1.0, 7.25, -1.0]], dtype=torch.float64)
+    out = carl.interpolate_frames(coords, torch.tensor([11, 8]), times)  # (N, L, V, 3)
+    assert out.shape == (2, 4, 22, 3)
+    # Times are clamped to the clip: item 0 has 11 frames, item 1 only 8 (its last is frame 7).
+    torch.testing.assert_close(out[0, :, 5, 1], torch.tensor([0.0, 2.5, 10.0, 10.0], dtype=torch.float64))
+    torch.testing.assert_close(out[1, :, 5, 1], torch.tensor([1.0, 2.0, 14.0, 0.0], dtype=torch.float64))
 
 
 def test_view_times_follow_the_reference_sampling():
@@ -213,15 +215,15 @@ def test_config_errors_name_the_dotted_key(tmp_path):
 def _train(tmp_path, monkeypatch, name, *extra):
     monkeypatch.setattr(train_carl, "REPO_ROOT", tmp_path)
     cfg = train_carl.REPO_ROOT.parent / "cfg.yaml"
-    argv = ["--cfg_file", str(cfg), f"name={name}", "data.synthetic_train_per_kind=1",
-            "data.synthetic_test_per_kind=0", "train.batch_size=8", "train.num_frames=16",
+    argv = ["--cfg_file", str(cfg), f"experiment={name}", "data.synthetic.train_per_kind=1",
+            "data.synthetic.test_per_kind=0", "train.batch_size=8", "train.num_frames=16",
             *TINY_OVERRIDES, *extra]
     assert train_carl.main(argv) == 0
     return tmp_path / "results" / name
 
 
 def test_training_writes_the_run_folder_and_resumes_exactly(tmp_path, monkeypatch):
-    (tmp_path / "cfg.yaml").write_text("data: {source: synthetic}\n")
+    (tmp_path / "cfg.yaml").write_text("data: {kind: synthetic}\n")
     sub = tmp_path / "repo"
     sub.mkdir()
     # two epochs at once ...
@@ -238,7 +240,7 @@ def test_training_writes_the_run_folder_and_resumes_exactly(tmp_path, monkeypatc
             ["epoch_0001.pt", "epoch_0002.pt", "last.pt"]
     a = torch.load(straight / "checkpoints" / "last.pt", weights_only=True)
     b = torch.load(resumed / "checkpoints" / "last.pt", weights_only=True)
-    assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"]
+    assert a["state"]["epoch"] == b["state"]["epoch"] == 2 and a["state"]["step"] == b["state"]["step"]
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0)
     assert "resumed from" in (resumed / "train.log").read_text()

@@ -53,6 +53,27 @@ def test_bad_values_name_the_key(override, message):
     assert message in str(err.value)
 
 
+def test_choices_are_the_lists_of_the_modules_that_own_them():
+    from dataloaders import dataset, features, records, synthetic
+    from evaluation import metrics
+    from models import captioner, graph, projection
+    owners = {"data.synthetic.mode": synthetic.MODES, "data.segment": dataset.SEGMENT_CHOICES,
+              "data.labels": dataset.LABEL_MODES, "data.normalise": features.NORMALISATIONS,
+              "data.on_bad": records.ON_BAD, "model.projection.policy": projection.POLICIES,
+              "model.reference": captioner.REFERENCE_MODES,
+              "model.encoder.graph.layout": graph.LAYOUT_NAMES,
+              "model.encoder.graph.strategy": graph.STRATEGIES, "eval.metric": metrics.METRIC_NAMES}
+    for key, choices in owners.items():
+        assert schema.CHOICES[key] is choices, key
+
+
+def test_the_prompt_is_a_model_key():
+    cfg = load_config(None, ['model.prompt="Motion Instruction : "'])
+    assert cfg.model.prompt == "Motion Instruction : "
+    with pytest.raises(ConfigError, match="unknown config key 'data.prefix'"):
+        load_config(None, ["data.prefix=x"])
+
+
 def test_typo_in_a_file_names_the_file_and_key(tmp_path):
     path = tmp_path / "typo.yaml"
     path.write_text("train:\n  batch_szie: 8\n")

@@ -1,4 +1,4 @@
-"""MotionTextDataset: segment crops, labels modes, prefix, reference resampling, cheap items."""
+"""MotionTextDataset: segment crops, labels modes, reference resampling, cheap items."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +7,8 @@ import torch
 
 from dataloaders import dataset as dataset_module
 from dataloaders.dataset import MotionTextDataset
-from dataloaders.features import SMPL22_PARENTS
 from dataloaders.records import DataError, validate_records
+from dataloaders.skeleton import SMPL22_PARENTS
 
 
 def naive_features(coords: np.ndarray, normalise: bool = True) -> np.ndarray:
@@ -60,11 +60,11 @@ def make_records() -> list[dict]:
 RECORDS = make_records()
 
 
-def test_labels_all_gives_one_sample_per_text_with_prefix():
-    ds = MotionTextDataset(RECORDS, prefix="Motion Instruction : ")
+def test_labels_all_gives_one_sample_per_text():
+    ds = MotionTextDataset(RECORDS)
     assert len(ds) == 1 + 2 + 3
     texts = [ds[i]["text"] for i in range(len(ds))]
-    assert texts == ["Motion Instruction : " + t for r in RECORDS for t in r["labels"]]
+    assert texts == [t for r in RECORDS for t in r["labels"]]
     item = ds[1]
     assert item["video_name"] == "clip1" and item["references"] == ["text 1 a", "text 1 b"]
     assert item["motion_type"] == "Cross" and item["standard"] is None
@@ -93,9 +93,9 @@ def test_labels_random_one_sample_per_clip_redrawn_per_epoch():
 
 
 def test_eval_mode_one_sample_per_clip_first_label():
-    ds = MotionTextDataset(RECORDS, train=False, labels="all", augmented_labels=True, prefix="P: ")
+    ds = MotionTextDataset(RECORDS, train=False, labels="all", augmented_labels=True)
     assert len(ds) == 3
-    assert [ds[i]["text"] for i in range(3)] == ["P: text 0 a", "P: text 1 a", "P: text 2 a"]
+    assert [ds[i]["text"] for i in range(3)] == ["text 0 a", "text 1 a", "text 2 a"]
     assert ds[2]["references"] == ["text 2 a", "text 2 b", "text 2 c"]
 
 
@@ -131,6 +131,20 @@ def test_reference_carries_the_standard_segment_resampled_to_the_learner():
                                naive_resample(naive_features(STANDARDS["Cross"]), 20), atol=1e-5)
 
 
+def test_a_missing_standard_end_is_the_standards_last_frame_not_start_plus_seq_len():
+    """``seq_len`` is the learner segment's length; it says nothing about the standard's segment,
+    which after a DTW alignment is longer or shorter than the learner's."""
+    rec = dict(RECORDS[0], aligned_std_end_frame=None)  # learner [1, 11), seq_len 10; standard from 3
+    jab = STANDARDS["Jab"]  # 30 frames
+    ds = MotionTextDataset([rec], STANDARDS, train=False, segment="aligned", reference=True)
+    np.testing.assert_allclose(ds[0]["standard"].numpy(), naive_resample(naive_features(jab[3:]), 10),
+                               atol=1e-5)
+    late = dict(rec, aligned_std_start_frame=26)  # 26 + seq_len would run past the standard's end
+    ds = MotionTextDataset([late], STANDARDS, train=False, segment="aligned", reference=True)
+    np.testing.assert_allclose(ds[0]["standard"].numpy(), naive_resample(naive_features(jab[26:]), 10),
+                               atol=1e-5)
+
+
 def test_no_standard_without_reference_or_without_standards():
     assert MotionTextDataset(RECORDS, STANDARDS, reference=False)[0]["standard"] is None
     # pretraining: reference wanted but no standards exist -> None (the model repeats frame 0)
@@ -151,6 +165,9 @@ def test_missing_segment_fields_and_bad_motion_type_are_clear_errors():
     recs = [dict(RECORDS[0], aligned_end_frame=None)]  # end from start + seq_len
     ds = MotionTextDataset(recs, segment="aligned", train=False)
     assert ds[0]["features"].shape[1] == RECORDS[0]["aligned_seq_len"]
+    recs = [dict(RECORDS[0], aligned_end_frame=None, aligned_seq_len=None)]  # no learner end at all
+    with pytest.raises(DataError, match="key 'aligned_end_frame'"):
+        MotionTextDataset(recs, segment="aligned")
     recs = [dict(RECORDS[0], aligned_end_frame=40)]
     with pytest.raises(DataError, match=r"0 <= aligned_start_frame < aligned_end_frame <= 12"):
         MotionTextDataset(recs, segment="aligned")

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from dataloaders.features import SMPL22_PARENTS, compute_features, resample_time
+from dataloaders.features import compute_features, resample_time
+from dataloaders.skeleton import NUM_JOINTS, SMPL22_PARENTS, bones
 
 
 def toy_skeleton(n_frames: int = 3) -> np.ndarray:
@@ -16,8 +18,19 @@ def toy_skeleton(n_frames: int = 3) -> np.ndarray:
 
 
 def test_parents_are_the_smpl22_tree():
-    assert SMPL22_PARENTS == [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19]
+    assert SMPL22_PARENTS == (-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19)
     assert all(p < j for j, p in enumerate(SMPL22_PARENTS) if j)  # parents come first, no joint -1
+    assert NUM_JOINTS == 22
+
+
+def test_bones_of_numpy_arrays_and_torch_tensors_agree():
+    coords = np.random.default_rng(2).normal(size=(2, 4, 22, 3)).astype(np.float32)  # (N, T, V, 3)
+    from_numpy = bones(coords)
+    from_torch = bones(torch.from_numpy(coords))
+    assert isinstance(from_numpy, np.ndarray) and isinstance(from_torch, torch.Tensor)
+    np.testing.assert_array_equal(from_torch.numpy(), from_numpy)
+    np.testing.assert_array_equal(from_numpy[..., 0, :], 0.0)  # the root's bone
+    np.testing.assert_array_equal(from_numpy[1, 2, 20], coords[1, 2, 20] - coords[1, 2, 18])  # wrist - elbow
 
 
 def test_bones_equal_hand_computation():

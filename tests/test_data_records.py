@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dataloaders.records import (DataError, DataFileNotFound, load_motion_types, load_records,
-                                 load_references, load_standards, validate_records)
+from dataloaders.records import DataError, DataFileNotFound, load_records, load_standards, validate_records
 from dataloaders.safe_pickle import UnsafePickleError
 
 T = 10
@@ -219,25 +218,6 @@ def test_load_standards(tmp_path):
     bad = write(tmp_path, [{"video_name": "Jab", "coordinates": torch.ones(20, 60)}], "std.pkl")
     with pytest.raises(DataError, match="std.pkl: record 0 \\(video_name='Jab'\\): key 'coordinates'"):
         load_standards(bad)
-
-
-def test_load_references_from_pickle_and_json(tmp_path):
-    records = [good_record("a"), good_record("b", labels="single", motion_type="Cross")]
-    pkl = write(tmp_path, records)
-    js = tmp_path / "refs.json"
-    js.write_text(json.dumps([{"video_name": r["video_name"], "labels": r["labels"],
-                               "motion_type": r["motion_type"]} for r in records]))
-    expected = {"a": ["keep the guard up", "extend the arm"], "b": ["single"]}
-    assert load_references(pkl) == expected and load_references(js) == expected
-    assert load_motion_types(pkl) == load_motion_types(js) == {"a": "Jab", "b": "Cross"}
-    js.write_text(json.dumps([{"video_name": "a", "labels": []}]))
-    with pytest.raises(DataError, match="refs.json: record 0 \\(video_name='a'\\): key 'labels'"):
-        load_references(js)
-    js.write_text("{not json")
-    with pytest.raises(DataError, match="not a readable JSON"):
-        load_references(js)
-    with pytest.raises(FileNotFoundError):
-        load_references(tmp_path / "absent.json")
 
 
 def test_validate_records_in_memory():

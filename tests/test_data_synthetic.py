@@ -8,9 +8,9 @@ import pytest
 
 from dataloaders import synthetic
 from dataloaders.dataset import MotionTextDataset
-from dataloaders.features import SMPL22_PARENTS
 from dataloaders.records import load_records, load_standards
 from dataloaders.safe_pickle import safe_load
+from dataloaders.skeleton import SMPL22_PARENTS
 
 PARENTS = np.array(SMPL22_PARENTS[1:])
 CHILDREN = np.arange(1, 22)

@@ -1,14 +1,40 @@
-"""Skeleton graphs: hand-computed partitions on tiny graphs and facts of SMPL-22 / NTU-25."""
+"""Skeleton graphs: hand-computed partitions on tiny graphs and facts of SMPL-22."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models.graph import SMPL22_PARENTS, Graph, Layout, hop_distance, normalize_columns
+from dataloaders.skeleton import SMPL22_JOINT_NAMES
+from models.graph import Graph, Layout, hop_distance, normalize_columns
 
 CHAIN3 = Layout("chain3", 3, ((0, 1), (1, 2)), center=0)  # 0 - 1 - 2
 STAR4 = Layout("star4", 4, ((0, 1), (0, 2), (0, 3)), center=0)  # leaves 1, 2, 3 around 0
 CHAIN5 = Layout("chain5", 5, ((0, 1), (1, 2), (2, 3), (3, 4)), center=0)
+
+# The 21 SMPL-22 bones as (child, parent), written out so that a swapped or shifted parent fails.
+SMPL22_BONES = (
+    (1, 0),    # left_hip - pelvis
+    (2, 0),    # right_hip - pelvis
+    (3, 0),    # spine1 - pelvis
+    (4, 1),    # left_knee - left_hip
+    (5, 2),    # right_knee - right_hip
+    (6, 3),    # spine2 - spine1
+    (7, 4),    # left_ankle - left_knee
+    (8, 5),    # right_ankle - right_knee
+    (9, 6),    # spine3 - spine2
+    (10, 7),   # left_foot - left_ankle
+    (11, 8),   # right_foot - right_ankle
+    (12, 9),   # neck - spine3
+    (13, 9),   # left_collar - spine3
+    (14, 9),   # right_collar - spine3
+    (15, 12),  # head - neck
+    (16, 13),  # left_shoulder - left_collar
+    (17, 14),  # right_shoulder - right_collar
+    (18, 16),  # left_elbow - left_shoulder
+    (19, 17),  # right_elbow - right_shoulder
+    (20, 18),  # left_wrist - left_elbow
+    (21, 19),  # right_wrist - right_elbow
+)
 
 
 # ------------------------------------------------------------------------- hand computations ---
@@ -90,19 +116,27 @@ def test_smpl22_subset_count_and_columns(strategy, max_hop, k):
     assert np.all(g.A >= 0)
 
 
-def test_smpl22_edges_follow_parents_without_off_by_one():
+def test_smpl22_edges_are_the_written_out_bones():
     g = Graph("smpl22")
     assert g.num_nodes == 22 and g.center == 0
-    assert sorted(g.edges) == sorted((j, p) for j, p in enumerate(SMPL22_PARENTS) if p >= 0)
-    assert len(g.edges) == 21
-    assert all(0 <= i < 22 and 0 <= j < 22 for i, j in g.edges)
+    assert sorted(g.edges) == sorted(SMPL22_BONES)  # no joint -1, no left/right swap
     # The pelvis links to exactly the two hips and spine-1, and to nothing else.
     support = g.A.sum(0) > 0  # (V, V)
     assert set(np.flatnonzero(support[:, 0])) == {0, 1, 2, 3}
     # Every joint's receptive field is itself plus its parent and children.
-    for j, p in enumerate(SMPL22_PARENTS):
-        expected = {j} | ({p} if p >= 0 else set()) | {c for c, q in enumerate(SMPL22_PARENTS) if q == j}
+    for j in range(22):
+        expected = {j} | {p for c, p in SMPL22_BONES if c == j} | {c for c, p in SMPL22_BONES if p == j}
         assert set(np.flatnonzero(support[:, j])) == expected
+
+
+def test_smpl22_joint_names_are_the_ones_of_the_bones():
+    # The joint names of the comments beside SMPL22_BONES, by joint index.
+    names = {0: "pelvis", 1: "left_hip", 2: "right_hip", 3: "spine1", 4: "left_knee", 5: "right_knee",
+             6: "spine2", 7: "left_ankle", 8: "right_ankle", 9: "spine3", 10: "left_foot",
+             11: "right_foot", 12: "neck", 13: "left_collar", 14: "right_collar", 15: "head",
+             16: "left_shoulder", 17: "right_shoulder", 18: "left_elbow", 19: "right_elbow",
+             20: "left_wrist", 21: "right_wrist"}
+    assert SMPL22_JOINT_NAMES == tuple(names[j] for j in range(22))
 
 
 def test_smpl22_uniform_is_symmetric_before_normalisation():
@@ -126,25 +160,10 @@ def test_smpl22_spatial_subsets_by_depth():
     g = Graph("smpl22", "spatial")
     root, centripetal, centrifugal = g.A > 0
     np.testing.assert_array_equal(root, np.eye(22, dtype=bool))
-    for j, p in enumerate(SMPL22_PARENTS):
-        if p >= 0:  # the parent is nearer the pelvis: it feeds the child centripetally
-            assert centripetal[p, j] and not centrifugal[p, j]
-            assert centrifugal[j, p] and not centripetal[j, p]
+    for j, p in SMPL22_BONES:  # the parent is nearer the pelvis: it feeds the child centripetally
+        assert centripetal[p, j] and not centrifugal[p, j]
+        assert centrifugal[j, p] and not centripetal[j, p]
     assert centripetal.sum() == 21 and centrifugal.sum() == 21
-
-
-def test_ntu25_layout():
-    g = Graph("ntu25", "spatial")
-    assert g.A.shape == (3, 25, 25) and g.center == 20 and len(g.edges) == 24
-    support = g.A.sum(0) > 0
-    # spine-shoulder (21 in 1-based) joins spine-mid, neck, both shoulders.
-    assert set(np.flatnonzero(support[:, 20]) + 1) == {21, 2, 3, 5, 9}
-    np.testing.assert_allclose(g.A.sum(0).sum(0), np.ones(25), atol=1e-6)
-    assert np.all(np.isfinite(g.depth)) and g.depth.max() == 6  # one connected tree
-    # 1-based: hand tip 23-8-7-6-5-21 (5 hops); left foot 16-15-14-13-1-2-21 (6 hops)
-    assert g.depth[23 - 1] == 5 and g.depth[16 - 1] == 6
-    root, centripetal, centrifugal = g.A > 0
-    assert centripetal.sum() == 24 and centrifugal.sum() == 24  # each bone once in each direction
 
 
 @pytest.mark.parametrize("kwargs,match", [

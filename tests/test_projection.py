@@ -30,14 +30,33 @@ def layer_norm(x, proj):
     return torch.nn.functional.layer_norm(x, (D,), proj.norm.weight, proj.norm.bias, proj.norm.eps)
 
 
+def frame_table(length, dim):
+    return sinusoidal_positions(torch.arange(length), dim)  # (T, D)
+
+
 def test_sinusoidal_positions_by_formula():
-    pe = sinusoidal_positions(5, 6)
+    pe = frame_table(5, 6)
     for t in range(5):
         for i in range(3):
             angle = t / 10000 ** (2 * i / 6)
             assert pe[t, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
             assert pe[t, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
-    assert sinusoidal_positions(4, 5).shape == (4, 5)  # odd width works
+    odd = frame_table(4, 5)
+    assert odd.shape == (4, 5)  # odd width works: it ends on a sine
+    assert odd[3, 4].item() == pytest.approx(math.sin(3 / 10000 ** (4 / 5)), abs=1e-6)
+
+
+def test_sinusoidal_positions_of_fractional_positions_in_a_batch():
+    positions = torch.tensor([[0.0, 1.5, 3.0], [0.25, 2.0, 7.5]])  # (N, T)
+    pe = sinusoidal_positions(positions, 8)
+    assert pe.shape == (2, 3, 8) and pe.dtype == torch.float32
+    for n in range(2):
+        for t in range(3):
+            p = positions[n, t].item()
+            for i in range(4):
+                angle = p / 10000 ** (2 * i / 8)
+                assert pe[n, t, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+                assert pe[n, t, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
 
 
 def test_time_pool_is_masked_max_plus_joint_embedding():
@@ -61,7 +80,7 @@ def test_skeleton_pool_is_joint_mean_with_frame_positions():
         tokens, token_mask = proj(feats, mask)
         assert tokens.shape == (N, T, D)
         assert torch.equal(token_mask, mask)
-        pe = sinusoidal_positions(T, D)
+        pe = frame_table(T, D)
         for n in range(N):
             for t in range(T):
                 if not mask[n, t]:
@@ -79,7 +98,7 @@ def test_origin_is_t_major_with_frame_and_joint_positions():
     with torch.no_grad():
         tokens, token_mask = proj(feats, mask)
         assert tokens.shape == (N, T * V, D) and token_mask.shape == (N, T * V)
-        pe = sinusoidal_positions(T, D)
+        pe = frame_table(T, D)
         for n in range(N):
             for t in range(T):
                 for v in range(V):
@@ -97,7 +116,7 @@ def test_origin_is_t_major_with_frame_and_joint_positions():
 def test_padding_invariance_encoder_and_projection(policy):
     """In eval mode a clip alone gives the same tokens as inside a padded batch."""
     torch.manual_seed(0)
-    encoder = STAGCN.from_preset("tiny")
+    encoder = STAGCN(channels=(16, 32), strides=(1, 2), temporal_kernel=5, num_attention_graphs=2)
     proj = Projection(encoder.out_channels, D, policy=policy, num_joints=V, dropout=0.1)
     encoder.train()
     with torch.no_grad():  # move BatchNorm running statistics off the identity

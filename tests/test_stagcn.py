@@ -12,11 +12,14 @@ from models.graph import Graph
 from models.stagcn import STAGCN, MaskedBatchNorm, graph_conv
 
 V = 22
+# A small encoder: one extractor block and one branch block.
+TINY = dict(channels=(16, 32), strides=(1, 2), temporal_kernel=5, num_attention_graphs=2,
+            extractor_blocks=1)
 
 
 def tiny(**overrides) -> STAGCN:
     torch.manual_seed(0)
-    return STAGCN.from_preset("tiny", **overrides)
+    return STAGCN(**{**TINY, **overrides})
 
 
 def padded_batch(lengths, t_max, seed=0, junk=True):
@@ -84,12 +87,12 @@ def test_default_strides_when_omitted():
     assert model.strides == (1, 1, 2, 2) and model.extractor_blocks == 2
 
 
-def test_accepts_graph_kwargs_and_other_layouts():
-    model = STAGCN(graph={"layout": "ntu25", "strategy": "distance", "max_hop": 2},
+def test_accepts_graph_kwargs():
+    model = STAGCN(graph={"layout": "smpl22", "strategy": "distance", "max_hop": 2},
                    channels=(8, 16), strides=(1, 2), temporal_kernel=3, num_attention_graphs=1).eval()
-    assert model.A.shape == (3, 25, 25)
-    feats, _, att = model(torch.randn(1, 6, 5, 25), torch.ones(1, 5, dtype=torch.bool))
-    assert feats.shape == (1, 3, 25, 16) and att["graphs"].shape == (1, 1, 25, 25)
+    assert model.A.shape == (3, V, V)
+    feats, _, att = model(torch.randn(1, 6, 5, V), torch.ones(1, 5, dtype=torch.bool))
+    assert feats.shape == (1, 3, V, 16) and att["graphs"].shape == (1, 1, V, V)
 
 
 @pytest.mark.parametrize("kwargs,match", [
