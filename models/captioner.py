@@ -2,13 +2,15 @@
 
 The skeleton features become T5 encoder inputs through ``inputs_embeds``; T5's decoder writes
 the text. With ``reference="subtract"`` the standard performance (already cropped to the aligned
-segment and resampled to the learner's length by the dataset) goes through the same encoder
-without gradient, and the difference of the two feature maps is concatenated to the learner's
-features before projection. Where no standard exists (pretraining), the learner's first frame
+segment and resampled to the learner's length by the dataset) goes through the same encoder, in
+the same batch as the learner (one normalisation for both), without gradient through its
+features, and the difference of the two feature maps is concatenated to the learner's features
+before projection. Where no standard exists (pretraining), the learner's first frame
 repeated over time stands in, so the branch sees "how far the pose moved from the start".
 
-An optional text ``prefix`` (e.g. "Motion Instruction : ") is a task prompt on the encoder side:
-its token embeddings are placed before the motion tokens, as T5's task prefixes are.
+An optional text ``prompt`` (``model.prompt``, e.g. "Motion Instruction : ") is a task prompt on
+the encoder side: its token embeddings (buffer ``prefix_ids``) are placed before the motion tokens,
+as T5's task prefixes are. Target texts are never changed.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ REFERENCE_MODES = ("none", "subtract")
 
 class Captioner(nn.Module):
     def __init__(self, encoder: nn.Module, projection: nn.Module, t5: nn.Module, tokenizer: Any,
-                 reference: str = "none", prefix: str = "") -> None:
+                 reference: str = "none", prompt: str = "") -> None:
         super().__init__()
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
@@ -32,7 +34,7 @@ class Captioner(nn.Module):
         self.tokenizer = tokenizer
         self.reference = reference
         self.last_attention: dict[str, torch.Tensor] = {}
-        ids = tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         self.register_buffer("prefix_ids", torch.tensor(ids, dtype=torch.long), persistent=False)
 
     # ----------------------------------------------------------------------------------------
@@ -45,14 +47,25 @@ class Captioner(nn.Module):
         return x[:, :, :1].expand_as(x)  # (N, C, 1, V) -> (N, C, T, V)
 
     def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Skeletons -> T5 encoder inputs: (inputs_embeds (N, L, D), attention_mask (N, L))."""
+        """Skeletons -> T5 encoder inputs: (inputs_embeds (N, L, D), attention_mask (N, L)).
+
+        With the reference branch, the learner and the standard go through the encoder as one
+        batch: BatchNorm normalises both with the same statistics (the joint batch's in
+        training, the running ones, which track that joint batch, at inference), so the
+        difference of their features means the same in training and inference. The standard's
+        features are detached: no gradient reaches the encoder through them.
+        """
         x, mask = batch["x"], batch["mask"]  # (N, C, T, V), (N, T)
-        feats, feat_mask, attention = self.encoder(x, mask)  # (N, T', V, C'), (N, T')
-        self.last_attention = attention
+        n = x.shape[0]
         if self.reference == "subtract":
-            with torch.no_grad():
-                std_feats, _, _ = self.encoder(self.standard_input(batch), mask)  # (N, T', V, C')
+            both = torch.cat([x, self.standard_input(batch)], dim=0)  # (2N, C, T, V)
+            feats, feat_mask, attention = self.encoder(both, torch.cat([mask, mask], dim=0))  # (2N, T', V, C')
+            feats, std_feats, feat_mask = feats[:n], feats[n:].detach(), feat_mask[:n]  # (N, T', V, C') x 2
+            attention = {k: v[:n] for k, v in attention.items()}
             feats = torch.cat([feats, feats - std_feats], dim=-1)  # (N, T', V, 2C')
+        else:
+            feats, feat_mask, attention = self.encoder(x, mask)  # (N, T', V, C'), (N, T')
+        self.last_attention = attention
         tokens, token_mask = self.projection(feats, feat_mask)  # (N, L, D), (N, L)
         token_mask = token_mask.long()
         if self.prefix_ids.numel():
@@ -68,7 +81,7 @@ class Captioner(nn.Module):
 
         ``use_cache=False``: teacher forcing needs no key/value cache; T5's decoder would otherwise
         build one per call from a deep copy of its config, a new object every step that makes
-        ``torch.compile`` recompile the forward at every step (bench/train_step.py --compile).
+        ``torch.compile`` recompile the forward at every step (``python -m bench.train_step --compile``).
         """
         embeds, attn = self.encode(batch)
         out = self.t5(inputs_embeds=embeds, attention_mask=attn, labels=batch["labels"], use_cache=False)

@@ -1,4 +1,4 @@
-"""The captioner end to end: padding invariance, reference branch, prefix, overfitting, offline errors."""
+"""The captioner end to end: padding invariance, reference branch, prompt, overfitting, offline errors."""
 from __future__ import annotations
 
 import time
@@ -36,7 +36,7 @@ def tokenizer(coach_data):
     return text.train_tokenizer([t for r in records for t in r["labels"]], vocab_size=300)
 
 
-def make_captioner(tokenizer, policy="time_pool", reference="none", prefix="", channels=(16, 32),
+def make_captioner(tokenizer, policy="time_pool", reference="none", prompt="", channels=(16, 32),
                    strides=(1, 2), t5=None) -> Captioner:
     torch.manual_seed(0)
     encoder = STAGCN(in_channels=6, graph=Graph("smpl22"), channels=channels, strides=strides,
@@ -44,7 +44,7 @@ def make_captioner(tokenizer, policy="time_pool", reference="none", prefix="", c
     t5_model = text.build_t5(tokenizer, config=t5 or T5_TINY)
     width = encoder.out_channels * (2 if reference == "subtract" else 1)
     projection = Projection(width, t5_model.config.d_model, policy=policy)
-    return Captioner(encoder, projection, t5_model, tokenizer, reference=reference, prefix=prefix)
+    return Captioner(encoder, projection, t5_model, tokenizer, reference=reference, prompt=prompt)
 
 
 @pytest.mark.parametrize("reference", ["none", "subtract"])
@@ -89,34 +89,37 @@ def test_reference_branch_uses_the_standard_and_first_frame_without_one(coach_da
     torch.testing.assert_close(no_std, repeated)
 
 
-def test_the_standard_gets_no_gradient(coach_data, tokenizer):
+def test_the_standards_features_carry_no_gradient(coach_data, tokenizer):
+    """The standard's features are detached: with BatchNorm on running statistics no gradient
+    reaches the standard at all (in training, only the joint batch's normalisation statistics
+    connect the two)."""
     records, standards = coach_data
     ds = MotionTextDataset(records[:3], standards, segment="aligned", reference=True)
     batch = Collator(tokenizer)([ds[i] for i in range(3)])
-    batch["std_x"] = batch["std_x"].clone().requires_grad_(True)
-    batch["x"] = batch["x"].clone().requires_grad_(True)
     model = make_captioner(tokenizer, reference="subtract")
-    model(batch).backward()
-    assert batch["std_x"].grad is None
-    assert batch["x"].grad is not None and batch["x"].grad.abs().sum() > 0
+    model.eval()
+    x, std = batch["x"].clone().requires_grad_(True), batch["std_x"].clone().requires_grad_(True)
+    model(dict(batch, x=x, std_x=std)).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert std.grad is None or std.grad.abs().sum() == 0
 
 
-def test_prefix_is_placed_before_the_motion_tokens(coach_data, tokenizer):
+def test_prompt_is_placed_before_the_motion_tokens(coach_data, tokenizer):
     records, _ = coach_data
     ds = MotionTextDataset(records[:2], train=False)
     batch = Collator(tokenizer)([ds[0], ds[1]])
     plain = make_captioner(tokenizer).eval()
-    prompted = make_captioner(tokenizer, prefix="the person").eval()
+    prompted = make_captioner(tokenizer, prompt="the person").eval()
     prompted.load_state_dict(plain.state_dict())
     with torch.no_grad():
         a, a_mask = plain.encode(batch)
         b, b_mask = prompted.encode(batch)
-    n_prefix = len(tokenizer("the person", add_special_tokens=False)["input_ids"])
-    assert n_prefix > 0 and b.shape[1] == a.shape[1] + n_prefix
-    torch.testing.assert_close(b[:, n_prefix:], a)
+    n_prompt = len(tokenizer("the person", add_special_tokens=False)["input_ids"])
+    assert n_prompt > 0 and b.shape[1] == a.shape[1] + n_prompt
+    torch.testing.assert_close(b[:, n_prompt:], a)
     expected = plain.t5.get_input_embeddings()(prompted.prefix_ids)
-    torch.testing.assert_close(b[0, :n_prefix], expected)
-    assert b_mask[:, :n_prefix].all()
+    torch.testing.assert_close(b[0, :n_prompt], expected)
+    assert b_mask[:, :n_prompt].all()
 
 
 def test_labels_padding_is_ignored_by_the_loss(coach_data, tokenizer):
@@ -153,7 +156,15 @@ def test_tiny_captioner_overfits_eight_clips(coach_data, tokenizer):
     elapsed = time.perf_counter() - start
     print(f"overfit: final loss {loss.item():.4f} after {step + 1} steps, {elapsed:.1f} s")
     assert loss.item() < 0.1
+    # BatchNorm's running statistics trail the fast-moving weights of this short, high-rate run:
+    # set them to the training batch's own statistics (momentum 1, one pass) before eval.
+    for bn in [m for m in model.modules() if hasattr(m, "running_mean")]:
+        bn.momentum = 1.0
+    with torch.no_grad():
+        model(batch)
     model.eval()
+    with torch.no_grad():
+        assert model(batch).item() < 0.1  # eval mode reads the clips as training did
     generated = model.generate(batch, max_new_tokens=48)
     assert generated == [t.strip() for t in batch["texts"]]
 
@@ -177,3 +188,23 @@ def test_trained_tokenizer_round_trips_and_ids_agree_with_t5(tmp_path, tokenizer
     text.check_special_ids(t5, again)
     assert t5.config.decoder_start_token_id == again.pad_token_id
     assert again(sample)["input_ids"][-1] == again.eos_token_id
+
+
+def test_reference_branch_normalises_alike_in_training_and_inference(coach_data, tokenizer):
+    """Learner and standard share one BatchNorm normalisation: once the running statistics hold
+    the training batch's own (momentum 1, one training pass), eval mode gives the tokens training
+    gave. A standard pass of its own in train mode would leave the standard's statistics behind
+    and normalise the learner with them at inference."""
+    records, standards = coach_data
+    ds = MotionTextDataset(records[:6], standards, segment="aligned", reference=True, train=False)
+    batch = Collator(tokenizer)([ds[i] for i in range(6)])
+    model = make_captioner(tokenizer, reference="subtract")  # no dropout anywhere
+    for bn in [m for m in model.modules() if hasattr(m, "running_mean")]:
+        bn.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        trained, _ = model.encode(batch)  # (N, L, D); running statistics := this batch's
+    model.eval()
+    with torch.no_grad():
+        inferred, _ = model.encode(batch)
+    torch.testing.assert_close(inferred, trained, rtol=1e-2, atol=1e-2)  # unbiased running variance
