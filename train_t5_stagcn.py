@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval_only", "--eval-only", action="store_true",
                         help="load a checkpoint (see --ckpt), write predictions and metrics, exit")
     parser.add_argument("--ckpt", default="best",
-                        help="with --eval_only: best | last | epoch_NNNN | a file path (default best)")
+                        help="with --eval_only: the checkpoint to score on the test split: "
+                             "best | last | epoch_NNNN | a file path (default best)")
     parser.add_argument("--allow_config_change", action="store_true",
                         help="run in a results folder whose config.yaml differs from this config")
     parser.add_argument("--stop_after_epoch", type=int, default=0,
@@ -214,76 +215,85 @@ def generate_captions(model, dataset, data: Data, cfg: schema.Config, dist: dist
     return distributed.merge_disjoint(distributed.gather_dicts(mine, dist))
 
 
-def metrics_of(predictions: dict[str, str], dataset, groups: dict[str, str], cfg: schema.Config) -> dict:
-    """Corpus metrics, and the per-motion_type breakdown when there are several types."""
+def metrics_of(predictions: dict[str, str], dataset, data: Data, cfg: schema.Config) -> dict:
+    """Corpus metrics; novelty, distinct captions and self-retrieval R@1 (which see through
+    n-gram scores); and the per-motion_type breakdown when there are several types."""
     from evaluation import score_with_breakdown
+    from evaluation.quality import distinct, novelty, self_retrieval
 
-    metrics, by_type = score_with_breakdown(predictions, dataset.references(), groups,
+    references = dataset.references()
+    metrics, by_type = score_with_breakdown(predictions, references, data.groups,
                                             use_java=cfg.eval.use_java, allow_empty_predictions=True)
+    metrics.update(novelty=novelty(predictions, data.train_texts), distinct=distinct(predictions),
+                   **{"R@1": self_retrieval(predictions, references, ks=(1,))["R@1"]})
     if len(by_type) > 1:
         metrics["by_motion_type"] = by_type
     return metrics
 
 
-def evaluate_test(model, data: Data, cfg: schema.Config, dist: distributed.Dist) -> tuple[dict, dict]:
-    predictions = generate_captions(model, data.test, data, cfg, dist)
-    metrics = metrics_of(predictions, data.test, data.test_groups, cfg) if dist.main else {}
+def evaluate_split(model, dataset, data: Data, cfg: schema.Config, dist: distributed.Dist) -> tuple[dict, dict]:
+    """(predictions, metrics) of one split on every rank."""
+    predictions = generate_captions(model, dataset, data, cfg, dist)
+    metrics = metrics_of(predictions, dataset, data, cfg) if dist.main else {}
     return predictions, distributed.broadcast_object(metrics, dist)
 
 
-def log_evaluation(run_dir: Path, writer, trainer: Trainer, predictions: dict, metrics: dict, data: Data,
+def periodic_evaluation(model, data: Data, cfg: schema.Config, dist: distributed.Dist) -> dict[str, tuple[dict, dict]]:
+    """The validation split (which chooses best.pt) and, with ``eval.log_test`` or without a
+    validation split, the test split (logged for reference only)."""
+    results = {}
+    if data.val is not None:
+        results["val"] = evaluate_split(model, data.val, data, cfg, dist)
+    if cfg.eval.log_test or data.val is None:
+        results["test"] = evaluate_split(model, data.test, data, cfg, dist)
+    return results
+
+
+def log_evaluation(run_dir: Path, writer, trainer: Trainer, results: dict[str, tuple[dict, dict]], data: Data,
                    train_loss: float | None = None) -> None:
-    """Predictions file, a metrics.jsonl line, the log, TensorBoard scalars, texts and pictures."""
+    """Per split: a predictions file, metrics in the metrics.jsonl line, the log and TensorBoard;
+    sample texts and attention pictures of the first split."""
     p, cfg = trainer.progress, trainer.cfg
-    ckpt.atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
-                           run_dir / "predictions" / f"epoch_{p.epoch:04d}.json")
-    loss = {} if train_loss is None else {"train_loss": train_loss}
-    run.append_metrics(run_dir, {"epoch": p.epoch, "step": p.step, **loss, **metrics})
-    flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    log.info("epoch %d metrics: %s", p.epoch, "  ".join(f"{k} {v:.4f}" for k, v in flat.items()))
-    refs = data.test.references()
+    entry: dict[str, Any] = {"epoch": p.epoch, "step": p.step}
+    if train_loss is not None:
+        entry["train_loss"] = train_loss
+    for split, (predictions, metrics) in results.items():
+        ckpt.atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
+                               run_dir / "predictions" / f"{split}_epoch_{p.epoch:04d}.json")
+        entry[split] = metrics
+        flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        log.info("epoch %d %s metrics: %s", p.epoch, split, "  ".join(f"{k} {v:.4f}" for k, v in flat.items()))
+        for k, v in flat.items() if writer is not None else ():
+            writer.add_scalar(f"{split}/{k}", v, p.step)
+    run.append_metrics(run_dir, entry)
+    split, (predictions, _) = next(iter(results.items()))
+    dataset = data.val if split == "val" else data.test
+    refs = dataset.references()
     samples = sorted(predictions)[: cfg.eval.num_logged_samples]
     for vid in samples:
-        log.info("  %s | pred: %s | ref: %s", vid, predictions[vid], refs[vid][0])
+        log.info("  %s %s | pred: %s | ref: %s", split, vid, predictions[vid], refs[vid][0])
     if writer is None:
         return
-    for k, v in flat.items():
-        writer.add_scalar(f"eval/{k}", v, p.step)
-    writer.add_text("eval/samples", "\n\n".join(
+    writer.add_text(f"{split}/samples", "\n\n".join(
         f"**{vid}**  \npred: {predictions[vid]}  \nref: {refs[vid][0]}" for vid in samples), p.step)
     if cfg.eval.num_logged_pictures > 0:
-        log_attention_pictures(writer, trainer.model, data, cfg, samples[:cfg.eval.num_logged_pictures], p.step)
+        log_attention_pictures(writer, trainer.model, dataset, data, cfg, samples[:cfg.eval.num_logged_pictures], p.step)
     writer.flush()
 
 
-_warned_no_pictures: list[bool] = []
+def log_attention_pictures(writer, model, dataset, data: Data, cfg: schema.Config, names: list[str], step: int) -> None:
+    """Node- and cross-attention heat maps of the first logged clips (skipped without matplotlib)."""
+    from evaluation import pictures
 
-
-def log_attention_pictures(writer, model, data: Data, cfg: schema.Config, names: list[str], step: int) -> None:
-    """Node- and cross-attention heat maps of the first logged test clips (skipped without matplotlib)."""
-    try:
-        from evaluation import pictures
-        pictures.require_matplotlib()
-    except ImportError as exc:
-        if not _warned_no_pictures:
-            _warned_no_pictures.append(True)
-            log.warning("attention pictures are not logged: %s", exc)
-        return
-    index = {vid: i for i, vid in enumerate(data.test.clip_ids())}
-    batch = to_device(data.collate([data.test[index[vid]] for vid in names]), next(model.parameters()).device)
+    index = {vid: i for i, vid in enumerate(dataset.clip_ids())}
+    batch = to_device(data.collate([dataset[index[vid]] for vid in names]), next(model.parameters()).device)
     with torch.random.fork_rng(devices=[]):
-        attentions = pictures.clip_attention(model, batch, num_beams=cfg.eval.num_beams,
-                                             max_new_tokens=cfg.eval.max_new_tokens)
-    for attn in attentions:
-        matrix, columns = pictures.attention_for_display(attn)
-        writer.add_figure(f"attention/node/{attn.video_name}", pictures.node_attention_figure(
-            attn.node, frame_stride=attn.frame_stride, title=f"{attn.video_name}: node attention"), step)
-        writer.add_figure(f"attention/cross/{attn.video_name}", pictures.cross_attention_figure(
-            matrix, attn.words, columns, title=f"{attn.video_name}: {attn.text}"), step)
+        pictures.log_attention(writer, model, batch, step, num_beams=cfg.eval.num_beams,
+                               max_new_tokens=cfg.eval.max_new_tokens)
 
 
 def keep_best(run_dir: Path, trainer: Trainer, metrics: dict, tokenizer_files: dict) -> None:
-    """Write ``best.pt`` when ``eval.metric`` improved (main process)."""
+    """Write ``best.pt`` when ``eval.metric`` improved on the validation split (main process)."""
     p, metric = trainer.progress, trainer.cfg.eval.metric
     score = metrics.get(metric)
     if score is None:
@@ -295,20 +305,26 @@ def keep_best(run_dir: Path, trainer: Trainer, metrics: dict, tokenizer_files: d
         ckpt.atomic_save({"model": trainer.model.state_dict(), "config": schema.to_dict(trainer.cfg),
                           "tokenizer": tokenizer_files, "state": asdict(p), "metrics": metrics},
                          run_dir / "checkpoints" / "best.pt")
-        log.info("new best %s %.4f at epoch %d -> checkpoints/best.pt", metric, score, p.epoch)
+        log.info("new best validation %s %.4f at epoch %d -> checkpoints/best.pt", metric, score, p.epoch)
 
 
-def eval_only(model, data: Data, cfg: schema.Config, dist: distributed.Dist, run_dir: Path, which: str) -> dict:
+def score_test(model, data: Data, cfg: schema.Config, dist: distributed.Dist, run_dir: Path, which: str) -> dict:
+    """Caption the test split with checkpoint ``which`` (best | last | epoch_NNNN | a file) and
+    write ``predictions/test_<name>.json`` and ``test_<name>_metrics.json``."""
     path = Path(which)
     if not path.is_file():
         path = run_dir / "checkpoints" / (which if which.endswith(".pt") else f"{which}.pt")
-    model.load_state_dict(ckpt.load_checkpoint(path)["model"])
-    predictions, metrics = evaluate_test(model, data, cfg, dist)
+    payload = ckpt.load_checkpoint(path)
+    model.load_state_dict(payload["model"])
+    predictions, metrics = evaluate_split(model, data.test, data, cfg, dist)
     if dist.main:
+        epoch = payload.get("state", {}).get("epoch")
         ckpt.atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
-                               run_dir / "predictions" / f"eval_{path.stem}.json")
-        ckpt.atomic_write_text(json.dumps(metrics, indent=1), run_dir / f"eval_{path.stem}_metrics.json")
-        log.info("eval of %s: %s", path, json.dumps({k: v for k, v in metrics.items() if k != "by_motion_type"}))
+                               run_dir / "predictions" / f"test_{path.stem}.json")
+        ckpt.atomic_write_text(json.dumps({"split": "test", "checkpoint": str(path), "epoch": epoch, **metrics},
+                                          indent=1), run_dir / f"test_{path.stem}_metrics.json")
+        log.info("test split, %s (epoch %s): %s", path.name, epoch,
+                 "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float))))
     return metrics
 
 
@@ -372,7 +388,7 @@ def main(argv: list[str] | None = None) -> dict:
     log.info("model: %.2fM parameters (encoder %.2fM, T5 %.2fM)", n_params(model) / 1e6,
              n_params(model.encoder) / 1e6, n_params(model.t5) / 1e6)
     if args.eval_only:
-        return eval_only(model, data, cfg, dist, run_dir, args.ckpt)
+        return score_test(model, data, cfg, dist, run_dir, args.ckpt)
 
     # 3. the trainer, resumed or initialised; then each rank its own dropout stream
     trainer = Trainer(model, cfg, dist, len(epoch_batches(data, cfg, dist, 0)) * cfg.train.epochs)
@@ -393,41 +409,43 @@ def main(argv: list[str] | None = None) -> dict:
     tok_files = tokenizer_files_of(data.tokenizer)
 
     # 4. the loop: epochs of steps, an evaluation and a checkpoint at the chosen epochs
-    metrics: dict = {}
     with run.StopRequest() as stop:
         if cfg.eval.at_start and not resumed:
-            predictions, metrics = evaluate_test(model, data, cfg, dist)
+            results = periodic_evaluation(model, data, cfg, dist)
             if dist.main:
-                log_evaluation(run_dir, writer, trainer, predictions, metrics, data)
+                log_evaluation(run_dir, writer, trainer, results, data)
         model.train()
         while p.epoch < cfg.train.epochs:
             if not train_epoch(trainer, data, writer, stop, args.stop_after_step):
                 trainer.save(run_dir, tok_files, epoch_file=False)
                 log.info("stopped on request at epoch %d, step %d; run the same command to resume",
                          p.epoch + 1, p.step)
-                return metrics
+                return {}
             epoch_loss = trainer.epoch_mean_loss()
             p.epoch, p.batch_in_epoch, p.epoch_loss_sum, p.epoch_loss_count = p.epoch + 1, 0, 0.0, 0
             log.info("epoch %d: mean training loss %.4f", p.epoch, epoch_loss)
             if writer is not None:
                 writer.add_scalar("train/epoch_loss", epoch_loss, p.step)
             if p.epoch % cfg.eval.every == 0 or p.epoch == cfg.train.epochs:
-                predictions, metrics = evaluate_test(model, data, cfg, dist)
+                results = periodic_evaluation(model, data, cfg, dist)
                 if dist.main:
-                    log_evaluation(run_dir, writer, trainer, predictions, metrics, data, train_loss=epoch_loss)
-                    keep_best(run_dir, trainer, metrics, tok_files)
+                    log_evaluation(run_dir, writer, trainer, results, data, train_loss=epoch_loss)
+                    if "val" in results:
+                        keep_best(run_dir, trainer, results["val"][1], tok_files)
                 p.best_score, p.best_epoch = distributed.broadcast_object((p.best_score, p.best_epoch), dist)
             stopping = bool(args.stop_after_epoch) and p.epoch >= args.stop_after_epoch
             if p.epoch % cfg.train.save_every_epochs == 0 or p.epoch == cfg.train.epochs or stopping:
                 trainer.save(run_dir, tok_files, epoch_file=True)
             if stopping:
                 log.info("stopping after epoch %d as asked (--stop_after_epoch)", p.epoch)
-                return metrics
+                return {}
     check_replicas(model, dist)
     if writer is not None:
         writer.close()
-    log.info("done: best %s %.4f at epoch %d", cfg.eval.metric, p.best_score, p.best_epoch)
-    return metrics
+    if data.val is not None:
+        log.info("done: best validation %s %.4f at epoch %d", cfg.eval.metric, p.best_score, p.best_epoch)
+    # the test split, once, on the checkpoint chosen on validation (the last one without validation)
+    return score_test(model, data, cfg, dist, run_dir, "best" if data.val is not None else "last")
 
 
 def check_replicas(model: torch.nn.Module, dist: distributed.Dist) -> None:

@@ -16,6 +16,19 @@ from typing import Any, Optional
 
 import yaml
 
+from dataloaders.dataset import LABEL_MODES, SEGMENT_CHOICES
+from dataloaders.features import NORMALISATIONS
+from dataloaders.records import ON_BAD
+from dataloaders.splits import GROUP_BY
+from dataloaders.synthetic import MODES as SYNTHETIC_MODES
+from evaluation.metrics import METRIC_NAMES
+from models.captioner import REFERENCE_MODES
+from models.graph import LAYOUT_NAMES, STRATEGIES
+from models.projection import POLICIES
+
+DATA_KINDS = ("synthetic", "pickle")  # generated into the run folder, or read from data.root
+DEVICES = ("auto", "cpu", "cuda")
+
 
 class ConfigError(ValueError):
     """A config file or override is wrong; the message names the dotted key."""
@@ -31,17 +44,25 @@ class SyntheticData:
 
 
 @dataclass
+class ValSplit:
+    fraction: float = 0.15  # of the training clips held out for validation (0: no validation)
+    group_by: str = "none"  # none | learner (every clip of a learner on one side)
+    seed: int = 0
+
+
+@dataclass
 class DataConfig:
     kind: str = "synthetic"  # synthetic | pickle
     root: str = ""  # folder holding the pickles (kind: pickle); relative to the repository root
     train: str = "train.pkl"
-    test: str = "test.pkl"
+    val: str = ""  # a validation pickle in root; empty: carve one from train with val_split
+    test: str = "test.pkl"  # scored once, on the checkpoint chosen on validation
+    val_split: ValSplit = field(default_factory=ValSplit)
     standard: str = ""  # standards file; needed for reference: subtract (unless pretraining)
     synthetic: SyntheticData = field(default_factory=SyntheticData)
     segment: str = "none"  # none | gt | aligned | error
     labels: str = "all"  # all | random
     augmented_labels: bool = False
-    prefix: str = ""
     normalise: str = "root_first_frame"  # none | root_first_frame
     on_bad: str = "strict"  # strict | skip
     max_target_len: int = 64
@@ -89,6 +110,7 @@ class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     reference: str = "none"  # none | subtract
+    prompt: str = ""  # task prompt whose token embeddings precede the motion tokens (encoder side)
     t5: T5Section = field(default_factory=T5Section)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
 
@@ -120,7 +142,8 @@ class EvalConfig:
     batch_size: int = 32
     num_beams: int = 1
     max_new_tokens: int = 48
-    metric: str = "CIDEr"  # which metric picks `best.pt`
+    metric: str = "CIDEr"  # which validation metric picks `best.pt`
+    log_test: bool = False  # also score the test split at each evaluation (logged, never used to choose)
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
     num_logged_samples: int = 4
     num_logged_pictures: int = 2  # clips whose node/cross-attention maps go to TensorBoard (0: none)
@@ -139,18 +162,19 @@ class Config:
 
 
 CHOICES = {
-    "data.kind": ("synthetic", "pickle"),
-    "data.synthetic.mode": ("coach", "describe"),
-    "data.segment": ("none", "gt", "aligned", "error"),
-    "data.labels": ("all", "random"),
-    "data.normalise": ("none", "root_first_frame"),
-    "data.on_bad": ("strict", "skip"),
-    "model.projection.policy": ("time_pool", "skeleton_pool", "origin"),
-    "model.reference": ("none", "subtract"),
-    "model.encoder.graph.layout": ("smpl22", "ntu25"),
-    "model.encoder.graph.strategy": ("uniform", "distance", "spatial"),
-    "device": ("auto", "cpu", "cuda"),
-    "eval.metric": ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"),
+    "data.kind": DATA_KINDS,
+    "data.synthetic.mode": SYNTHETIC_MODES,
+    "data.segment": SEGMENT_CHOICES,
+    "data.labels": LABEL_MODES,
+    "data.normalise": NORMALISATIONS,
+    "data.on_bad": ON_BAD,
+    "data.val_split.group_by": GROUP_BY,
+    "model.projection.policy": POLICIES,
+    "model.reference": REFERENCE_MODES,
+    "model.encoder.graph.layout": LAYOUT_NAMES,
+    "model.encoder.graph.strategy": STRATEGIES,
+    "device": DEVICES,
+    "eval.metric": METRIC_NAMES,
 }
 POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.batch_size",
             "eval.num_beams", "eval.max_new_tokens", "data.max_target_len",
@@ -235,6 +259,8 @@ def validate(cfg: Config) -> Config:
     if len(enc.channels) != len(enc.strides):
         raise ConfigError(f"model.encoder.strides: expected {len(enc.channels)} entries (one per "
                           f"channel entry), found {len(enc.strides)}")
+    if not 0.0 <= cfg.data.val_split.fraction < 1.0:
+        raise ConfigError(f"data.val_split.fraction: expected a number in [0, 1), found {cfg.data.val_split.fraction!r}")
     if cfg.data.kind == "pickle" and not cfg.data.root:
         raise ConfigError("data.root: expected the folder holding the dataset pickles "
                           "(e.g. data.root=../shared/data/BX), found an empty string")

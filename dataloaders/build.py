@@ -15,6 +15,7 @@ from typing import Any, Callable
 from dataloaders.collate import Collator
 from dataloaders.dataset import MotionTextDataset
 from dataloaders.records import load_records, load_standards
+from dataloaders.splits import split_off
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -23,10 +24,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @dataclass
 class Data:
     train: MotionTextDataset
-    test: MotionTextDataset
+    val: MotionTextDataset | None  # chooses best.pt; None when the config asks for no validation
+    test: MotionTextDataset  # scored on the chosen checkpoint; never used for a choice
     tokenizer: Any
     collate: Collator
-    test_groups: dict[str, str]  # video_name -> motion_type ("all" when absent), for the breakdown
+    groups: dict[str, str]  # video_name -> motion_type ("all" when absent), for the breakdown
+    train_texts: list[str]  # every training target, for the novelty of generated captions
 
 
 def repo_path(path: str | Path) -> Path:
@@ -35,8 +38,10 @@ def repo_path(path: str | Path) -> Path:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
-def data_files(cfg: Any, run_dir: Path, main: bool, barrier: Callable[[], None]) -> tuple[Path, Path, Path | None]:
-    """Paths of the train / test / standard pickles; synthetic data are generated when absent."""
+def data_files(cfg: Any, run_dir: Path, main: bool, barrier: Callable[[], None]
+               ) -> tuple[Path, Path | None, Path, Path | None]:
+    """Paths of the train / validation / test / standard pickles (validation None: carved from
+    the training clips, or none); synthetic data are generated when absent."""
     d = cfg.data
     if d.kind == "synthetic":
         folder = run_dir / "data"
@@ -46,9 +51,9 @@ def data_files(cfg: Any, run_dir: Path, main: bool, barrier: Callable[[], None])
             synthetic.write(folder, seed=d.synthetic.seed, mode=d.synthetic.mode,
                             train_per_kind=d.synthetic.train_per_kind, test_per_kind=d.synthetic.test_per_kind)
         barrier()
-        return folder / "train.pkl", folder / "test.pkl", folder / "standard.pkl"
+        return folder / "train.pkl", None, folder / "test.pkl", folder / "standard.pkl"
     root = repo_path(d.root)
-    return root / d.train, root / d.test, (root / d.standard if d.standard else None)
+    return root / d.train, (root / d.val if d.val else None), root / d.test, (root / d.standard if d.standard else None)
 
 
 def tokenizer_for_run(cfg: Any, run_dir: Path, texts: list[str], stored_files: dict | None,
@@ -78,7 +83,7 @@ def tokenizer_for_run(cfg: Any, run_dir: Path, texts: list[str], stored_files: d
 
 def build_data(cfg: Any, run_dir: Path, *, main: bool = True, barrier: Callable[[], None] = lambda: None,
                stored_tokenizer: dict | None = None) -> Data:
-    train_file, test_file, standard_file = data_files(cfg, run_dir, main, barrier)
+    train_file, val_file, test_file, standard_file = data_files(cfg, run_dir, main, barrier)
     reference = cfg.model.reference == "subtract"
     standards = None
     if reference or cfg.data.segment != "none":
@@ -88,15 +93,34 @@ def build_data(cfg: Any, run_dir: Path, *, main: bool = True, barrier: Callable[
             standards = load_standards(standard_file)
     train_records = load_records(train_file, standards=standards, on_bad=cfg.data.on_bad)
     test_records = load_records(test_file, standards=standards, on_bad=cfg.data.on_bad)
+    train_records, val_records, val_source = validation_records(cfg.data, train_records, train_file, val_file,
+                                                                standards)
     common = dict(standards=standards, segment=cfg.data.segment, normalise=cfg.data.normalise,
                   reference=reference and standards is not None, seed=cfg.seed,
                   min_frames=cfg.model.encoder.temporal_kernel, on_bad=cfg.data.on_bad)
     train = MotionTextDataset(train_records, labels=cfg.data.labels, source=str(train_file),
                               augmented_labels=cfg.data.augmented_labels, train=True, **common)
+    val = MotionTextDataset(val_records, train=False, source=val_source, **common) if val_records else None
     test = MotionTextDataset(test_records, train=False, source=str(test_file), **common)
     texts = [t for r in train_records for t in r["labels"] + (r.get("augmented_labels") or [])]
     tokenizer = tokenizer_for_run(cfg, run_dir, texts, stored_tokenizer, main, barrier)
-    log.info("data: %d train samples from %d clips (%s), %d test clips (%s)",
-             len(train), len(train_records), train_file, len(test), test_file)
-    groups = {r["video_name"]: r.get("motion_type") or "all" for r in test_records}
-    return Data(train, test, tokenizer, Collator(tokenizer, max_target_len=cfg.data.max_target_len), groups)
+    log.info("data: %d train samples from %d clips (%s), %d validation clips (%s), %d test clips (%s)",
+             len(train), len(train_records), train_file, len(val) if val else 0, val_source or "none",
+             len(test), test_file)
+    groups = {r["video_name"]: r.get("motion_type") or "all" for r in [*val_records, *test_records]}
+    return Data(train, val, test, tokenizer, Collator(tokenizer, max_target_len=cfg.data.max_target_len), groups,
+                texts)
+
+
+def validation_records(d: Any, train_records: list, train_file: Path, val_file: Path | None,
+                       standards: Any) -> tuple[list, list, str]:
+    """``(training records, validation records, where the validation came from)``: the records
+    of ``data.val`` when set, else ``data.val_split.fraction`` of the training clips (whole
+    learners at a time with ``group_by: learner``), else none."""
+    if val_file is not None:
+        return train_records, load_records(val_file, standards=standards, on_bad=d.on_bad), str(val_file)
+    split = d.val_split
+    if split.fraction <= 0:
+        return train_records, [], ""
+    rest, held = split_off(train_records, split.fraction, split.group_by, split.seed)
+    return rest, held, (f"{split.fraction:g} of {train_file} by {split.group_by}, seed {split.seed}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import math
 import re
 import shutil
@@ -38,16 +39,17 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from dataloaders.features import SMPL22_JOINT_NAMES, SMPL22_PARENTS
 from dataloaders.records import DataError
+from dataloaders.skeleton import SMPL22_JOINT_NAMES, SMPL22_PARENTS
 
 __all__ = [
     "DPI", "require_matplotlib", "up_axis", "aligned_segment", "aligned_standard", "skeleton_animation",
     "node_attention_figure", "node_attention_heatmap", "ClipAttention", "clip_attention",
     "encoder_columns", "sum_to_joints", "cross_attention_figure", "cross_attention_heatmap",
     "read_run_scalars", "training_curves_figure", "training_curves", "clip_pictures",
-    "pictures_for_records", "main",
+    "pictures_for_records", "log_attention", "main",
 ]
+log = logging.getLogger(__name__)
 
 DPI = 100
 VIEW_PANEL = (3.0, 3.4)  # inches per view panel of the animation
@@ -133,7 +135,8 @@ def view_coordinates(coords: np.ndarray, up: tuple[int, float]) -> np.ndarray:
 
 def aligned_segment(record: Mapping[str, Any] | None) -> tuple[int, int, int, int] | None:
     """``(start, end, std_start, std_end)`` from a record's ``aligned_*`` fields (end exclusive;
-    a missing end is ``start + aligned_seq_len``, as the dataset reads it); None without them."""
+    as the dataset reads them, a missing learner end is ``start + aligned_seq_len`` and a missing
+    standard end is the standard's last frame); None without them."""
     if not record:
         return None
     get = record.get
@@ -141,7 +144,8 @@ def aligned_segment(record: Mapping[str, Any] | None) -> tuple[int, int, int, in
     std_start, std_end = get("aligned_std_start_frame"), get("aligned_std_end_frame")
     length = get("aligned_seq_len")
     end = end if end is not None or start is None or length is None else start + length
-    std_end = std_end if std_end is not None or std_start is None or length is None else std_start + length
+    # the standard's own end (aligned_standard clips it to the standard); seq_len is the learner's
+    std_end = std_end if std_end is not None or std_start is None else sys.maxsize
     if None in (start, end, std_start, std_end):
         return None
     return int(start), int(end), int(std_start), int(std_end)
@@ -493,6 +497,28 @@ def _one_clip(model: Any, batch: Mapping[str, Any], i: int, ids: list[int], cros
                          frame_stride=stride, policy=policy)
 
 
+_warned_no_matplotlib: list[bool] = []
+
+
+def log_attention(writer: Any, model: Any, batch: Mapping[str, Any], step: int, num_beams: int = 1,
+                  max_new_tokens: int = 48) -> None:
+    """Node- and cross-attention figures of a batch's clips into TensorBoard (a warning, once,
+    and nothing else when matplotlib is missing)."""
+    try:
+        require_matplotlib()
+    except ImportError as exc:
+        if not _warned_no_matplotlib:
+            _warned_no_matplotlib.append(True)
+            log.warning("attention pictures are not logged: %s", exc)
+        return
+    for attn in clip_attention(model, batch, num_beams=num_beams, max_new_tokens=max_new_tokens):
+        matrix, columns = attention_for_display(attn)
+        writer.add_figure(f"attention/node/{attn.video_name}", node_attention_figure(
+            attn.node, frame_stride=attn.frame_stride, title=f"{attn.video_name}: node attention"), step)
+        writer.add_figure(f"attention/cross/{attn.video_name}", cross_attention_figure(
+            matrix, attn.words, columns, title=f"{attn.video_name}: {attn.text}"), step)
+
+
 def cross_attention_figure(matrix: np.ndarray, words: Sequence[str], columns: Sequence[str], title: str = "",
                            figsize: tuple[float, float] = CROSS_FIGSIZE):
     """Heat map of cross-attention ``(W, L)``: generated words down, encoder tokens across."""
@@ -560,29 +586,41 @@ def _read_tensorboard(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return scalars
 
 
+SPLITS = ("val", "test")  # the evaluated splits in a metrics.jsonl line
+
+
+def _flatten_metrics(row: dict) -> dict[str, float]:
+    """``{"val/CIDEr": ..., "test/CIDEr": ..., "train/epoch_loss": ...}`` of one metrics.jsonl line."""
+    flat = {f"{split}/{k}": v for split in SPLITS if isinstance(row.get(split), dict)
+            for k, v in row[split].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if isinstance(row.get("train_loss"), (int, float)):
+        flat["train/epoch_loss"] = row["train_loss"]
+    return flat
+
+
 def read_run_scalars(run_dir: str | Path) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
     """``{name: (x label, x, y)}`` of a run: ``train/*`` from TensorBoard against the step, the
-    evaluation metrics from ``metrics.jsonl`` against the epoch (TensorBoard's ``eval/*`` against
-    the step when there is no metrics.jsonl)."""
+    metrics of each evaluated split (``val/*``, ``test/*``) and the epoch's mean loss from
+    ``metrics.jsonl`` against the epoch (from TensorBoard against the step when there is no
+    metrics.jsonl)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: no such run folder")
     scalars = _read_tensorboard(run)
-    rows = _read_metrics_jsonl(run)
+    rows = [(row["epoch"], _flatten_metrics(row)) for row in _read_metrics_jsonl(run) if "epoch" in row]
     if not scalars and not rows:
         raise FileNotFoundError(f"{run}: neither metrics.jsonl nor TensorBoard events in tb/ (has it trained?)")
-    series = {tag: ("step", s, v) for tag, (s, v) in scalars.items() if not tag.startswith("eval/") or not rows}
-    names = [k for row in rows for k, v in row.items()
-             if k not in ("epoch", "step") and isinstance(v, (int, float)) and not isinstance(v, bool)]
-    for name in dict.fromkeys(names):
-        points = [(row["epoch"], row[name]) for row in rows if name in row and "epoch" in row]
+    from_jsonl = {name for _, flat in rows for name in flat}
+    series = {tag: ("step", s, v) for tag, (s, v) in scalars.items() if tag not in from_jsonl}
+    for name in sorted(from_jsonl):
+        points = [(epoch, flat[name]) for epoch, flat in rows if name in flat]
         x, y = (np.array(p, dtype=np.float64) for p in zip(*points))
-        series[f"eval/{name}"] = ("epoch", x, y)
+        series[name] = ("epoch", x, y)
     return series
 
 
 def _panel_order(names: set[str]) -> list[str]:
-    first = ["train/loss", "train/lr", "train/grad_norm"] + [f"eval/{m}" for m in METRIC_ORDER]
+    first = ["train/loss", "train/lr", "train/grad_norm"] + [f"{split}/{m}" for split in SPLITS for m in METRIC_ORDER]
     return [n for n in first if n in names] + sorted(names - set(first))
 
 

@@ -14,16 +14,16 @@ import torch
 from PIL import Image
 
 import train_t5_stagcn as trainer
-from dataloaders.collate import Collator
-from dataloaders.features import SMPL22_JOINT_NAMES, resample_time
+from dataloaders.features import resample_time
 from dataloaders.records import load_records, load_standards
+from dataloaders.skeleton import SMPL22_JOINT_NAMES
 from evaluation import inference
 from evaluation import pictures as P
 from tests.test_train import tiny as train_tiny
 
 REPO = Path(trainer.__file__).resolve().parent
 MAX_NEW = 6
-PREFIX = "Motion Instruction : "
+PROMPT = "Motion Instruction : "
 
 
 def tiny(results: Path, experiment: str, *extra: str) -> list[str]:
@@ -35,9 +35,9 @@ def tiny(results: Path, experiment: str, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
-    """'joints': time_pool + reference + prompt prefix, 2 epochs; 'frames': skeleton_pool, 1 epoch."""
+    """'joints': time_pool + reference + a prompt, 2 epochs; 'frames': skeleton_pool, 1 epoch."""
     results = tmp_path_factory.mktemp("picture_runs")
-    trainer.main(tiny(results, "joints", "train.epochs=2", f'data.prefix="{PREFIX}"'))
+    trainer.main(tiny(results, "joints", "train.epochs=2", f'model.prompt="{PROMPT}"'))
     trainer.main(tiny(results, "frames", "train.epochs=1", "model.projection.policy=skeleton_pool",
                       "model.reference=none"))
     return {"joints": results / "joints", "frames": results / "frames"}
@@ -141,7 +141,7 @@ def test_cross_attention_rows_sum_to_one_and_match_a_teacher_forced_pass(runs, l
     with torch.no_grad():
         embeds, _ = model.encode(batch)
         text = model.generate(batch, max_new_tokens=MAX_NEW)[0]
-    prefix = len(model.tokenizer(PREFIX, add_special_tokens=False)["input_ids"])
+    prefix = len(model.tokenizer(PROMPT, add_special_tokens=False)["input_ids"])
     assert prefix > 0 and model.prefix_ids.numel() == prefix
     assert attn.text == text  # the caption the pictures explain is the model's greedy caption
     assert attn.cross.shape == (len(attn.token_ids), embeds.shape[1] - prefix) == (len(attn.words), 22)
@@ -191,9 +191,10 @@ def test_origin_columns_and_sum_to_joints_by_hand():
 # ------------------------------------------------------------------------ training curves ---
 def test_training_curves_of_two_runs(runs, tmp_path):
     series = P.read_run_scalars(runs["joints"])
-    assert series["eval/CIDEr"][0] == "epoch" and series["eval/CIDEr"][1].tolist() == [1.0, 2.0]
+    assert series["val/CIDEr"][0] == "epoch" and series["val/CIDEr"][1].tolist() == [1.0, 2.0]
     lines = [json.loads(x) for x in (runs["joints"] / "metrics.jsonl").read_text().splitlines()]
-    assert series["eval/BLEU-4"][2].tolist() == [x["BLEU-4"] for x in lines]
+    assert series["val/BLEU-4"][2].tolist() == [x["val"]["BLEU-4"] for x in lines]
+    assert series["train/epoch_loss"][2].tolist() == [x["train_loss"] for x in lines]
     steps = lines[-1]["step"]  # TensorBoard has train scalars every train.log_every (10) steps
     assert series["train/loss"][0] == "step" and series["train/lr"][1].tolist() == list(range(10, steps + 1, 10))
     both = set(series) | set(P.read_run_scalars(runs["frames"]))
@@ -236,31 +237,30 @@ def test_evaluation_logs_attention_figures_to_tensorboard(runs, tmp_path, monkey
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from torch.utils.tensorboard import SummaryWriter
 
-    run = runs["joints"]
+    run = runs["joints"]  # trained with eval.num_logged_pictures=2
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    logged = {tag.split("/", 2)[2] for tag in acc.Tags()["images"]}
+    assert len(logged) == 2 and sorted(acc.Tags()["images"]) == sorted(
+        f"attention/{kind}/{vid}" for kind in ("node", "cross") for vid in logged)
     model, cfg = loaded(run)
-    standards = load_standards(run / "data" / "standard.pkl")
-    records = load_records(run / "data" / "test.pkl", standards=standards)
-    test = inference.build_dataset(model, cfg, records, standards)
-    data = trainer.Data(train=None, test=test, tokenizer=model.tokenizer,
-                        collate=Collator(model.tokenizer), groups={})
-    predictions = {r["video_name"]: "x" for r in records}
+    first = sorted(r["video_name"] for r in load_records(run / "data" / "test.pkl"))[:2]
+    batch = batch_of(model, cfg, run, first, with_standard=True)
     model.train()
     writer = SummaryWriter(str(tmp_path / "tb"))
-    trainer.log_evaluation(tmp_path, writer, 1, trainer.State(step=3), predictions, {"CIDEr": 0.5}, data, cfg,
-                           model=model)
+    P.log_attention(writer, model, batch, 3, max_new_tokens=MAX_NEW)
     writer.close()
     assert model.training  # evaluation-time pictures leave the training mode as they found it
     acc = EventAccumulator(str(tmp_path / "tb"))
     acc.Reload()
-    first = sorted(predictions)[:2]
     assert sorted(acc.Tags()["images"]) == sorted(f"attention/{kind}/{vid}" for kind in ("node", "cross")
                                                   for vid in first)
     # without matplotlib: one warning, no pictures, no crash
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setattr(trainer, "_picture_warnings", set())
+    monkeypatch.setattr(P, "_warned_no_matplotlib", [])
     writer = SummaryWriter(str(tmp_path / "tb2"))
-    with caplog.at_level(logging.WARNING, logger="motion2text"):
+    with caplog.at_level(logging.WARNING, logger=P.log.name):
         for step in (1, 2):
-            trainer.log_attention_pictures(writer, model, data, cfg, first, step)
+            P.log_attention(writer, model, batch, step, max_new_tokens=MAX_NEW)
     writer.close()
     assert sum("attention pictures are not logged" in r.message for r in caplog.records) == 1

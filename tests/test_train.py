@@ -52,19 +52,42 @@ def test_two_epoch_run_fills_the_run_folder(tmp_path):
     run = tmp_path / "smoke"
     for rel in ("config.yaml", "train.log", "tokenizer/tokenizer.json", "checkpoints/last.pt",
                 "checkpoints/best.pt", "checkpoints/epoch_0001.pt", "checkpoints/epoch_0002.pt",
-                "predictions/epoch_0001.json", "predictions/epoch_0002.json", "data/train.pkl"):
+                "predictions/val_epoch_0001.json", "predictions/val_epoch_0002.json",
+                "predictions/test_best.json", "test_best_metrics.json", "data/train.pkl"):
         assert (run / rel).is_file(), rel
+    assert not list((run / "predictions").glob("test_epoch_*"))  # test not scored during training
     assert any((run / "tb").iterdir())
-    predictions = json.loads((run / "predictions" / "epoch_0002.json").read_text())
+    # the validation clips are training clips held out: none is trained on, none is a test clip
+    val = set(json.loads((run / "predictions" / "val_epoch_0002.json").read_text()))
+    from dataloaders.records import load_records
+    train_ids = {r["video_name"] for r in load_records(run / "data" / "train.pkl")}
+    assert val and val < train_ids and not val & clip_ids_of(run)
+    assert "3 validation clips" in (run / "train.log").read_text()
+    predictions = json.loads((run / "predictions" / "test_best.json").read_text())
     assert set(predictions) == clip_ids_of(run)
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [x["epoch"] for x in lines] == [1, 2]
+    assert [x["epoch"] for x in lines] == [1, 2] and all(set(x) == {"epoch", "step", "train_loss", "val"} for x in lines)
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    chosen = max(lines, key=lambda x: x["val"]["CIDEr"])  # the first of equals: best.pt needs a gain
+    assert best["state"]["epoch"] == chosen["epoch"] and best["metrics"] == chosen["val"]
+    test = json.loads((run / "test_best_metrics.json").read_text())
+    assert test["split"] == "test" and test["epoch"] == chosen["epoch"] and test["checkpoint"].endswith("best.pt")
     for key in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr"):
-        assert 0.0 <= lines[-1][key] <= 10.0 and key in metrics
+        assert 0.0 <= lines[-1]["val"][key] <= 10.0 and metrics[key] == test[key]
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     assert last["state"]["epoch"] == 2 and last["state"]["step"] > 0
     assert last["config"]["experiment"] == "smoke"
     assert "tokenizer.json" in last["tokenizer"]
+
+
+def test_without_validation_there_is_no_best_and_the_last_checkpoint_is_scored(tmp_path):
+    metrics = trainer.main(tiny(tmp_path, "noval", "data.val_split.fraction=0", "train.epochs=1"))
+    run = tmp_path / "noval"
+    assert not (run / "checkpoints" / "best.pt").exists()
+    line = json.loads((run / "metrics.jsonl").read_text())
+    assert "val" not in line and "test" in line  # logged, labelled, never used for a choice
+    test = json.loads((run / "test_last_metrics.json").read_text())
+    assert test["checkpoint"].endswith("last.pt") and test["CIDEr"] == metrics["CIDEr"]
 
 
 def test_resume_after_a_stop_equals_an_uninterrupted_run(tmp_path):
@@ -226,8 +249,8 @@ def test_cli_eval_only(tmp_path):
     trainer.main(tiny(tmp_path, "ev", "train.epochs=1"))
     done = run_cli([sys.executable, "train_t5_stagcn.py", *tiny(tmp_path, "ev", "train.epochs=1"), "--eval_only"])
     assert done.returncode == 0, done.stderr[-2000:]
-    metrics = json.loads((tmp_path / "ev" / "eval_best_metrics.json").read_text())
-    predictions = json.loads((tmp_path / "ev" / "predictions" / "eval_best.json").read_text())
+    metrics = json.loads((tmp_path / "ev" / "test_best_metrics.json").read_text())
+    predictions = json.loads((tmp_path / "ev" / "predictions" / "test_best.json").read_text())
     assert set(predictions) == clip_ids_of(tmp_path / "ev") and "CIDEr" in metrics
 
 
@@ -239,7 +262,7 @@ def test_torchrun_two_processes_on_gloo(tmp_path):
     log_text = (run / "train.log").read_text()
     assert "world 2" in log_text
     assert "replicas identical on 2 ranks, parameters and buffers" in log_text
-    predictions = json.loads((run / "predictions" / "epoch_0002.json").read_text())
+    predictions = json.loads((run / "predictions" / "test_best.json").read_text())
     assert sorted(predictions) == sorted(clip_ids_of(run))  # every clip exactly once
     # each rank has its own dropout stream, saved with the checkpoint
     streams = load_checkpoint(run / "checkpoints" / "last.pt")["rng"]

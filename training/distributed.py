@@ -111,7 +111,7 @@ def max_replica_difference(model: torch.nn.Module, dist: Dist) -> float:
     if dist.world == 1:
         return 0.0
     worst = torch.zeros((), device=dist.device)
-    for tensor in [*model.parameters(), *model.buffers()]:
+    for tensor in [t for t in [*model.parameters(), *model.buffers()] if t.numel()]:
         ref = tensor.detach().clone()
         tdist.broadcast(ref, src=0)
         worst = torch.maximum(worst, (tensor.detach().double() - ref.double()).abs().max().to(worst))

@@ -1,0 +1,265 @@
+"""The quality protocol: train a config several times on honest splits and compare the test
+figures with the baselines on the same splits.
+
+    python -m evaluation.protocol --cfg_file configs/boxing.yaml --protocol official --seeds 3
+    python -m evaluation.protocol --cfg_file configs/boxing.yaml --protocol new-learner --folds 5
+
+``official``: the config's own train / test files, one run per seed (the seed also draws the
+validation split). ``new-learner``: train and test merged and cut into folds that each hold out
+whole learners; per fold a validation split by learner inside the training part.
+Every run chooses its checkpoint on validation and scores the test split once (see
+``train_t5_stagcn.py``). Runs live in ``results/<experiment>/protocol/<protocol>/<run>/``; the
+command run again skips finished runs and resumes an interrupted one. It prints one table
+(mean ± std over runs of the model and of every baseline, computed on the same splits) and 95%
+bootstrap intervals over test clips of the model's CIDEr and BLEU-4 and of their difference from
+consensus retrieval; ``summary.json`` and ``summary.md`` are written beside the runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from configs import schema
+from dataloaders.records import load_records
+from dataloaders.splits import learner_folds, learner_of, split_off
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROTOCOLS = ("official", "new-learner")
+COLUMNS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "novelty", "distinct", "R@1")
+STRONGEST = "consensus"  # the baseline every result is compared with (DESIGN: Quality protocol)
+
+
+@dataclass
+class Run:
+    name: str
+    folder: Path
+    overrides: list[str]
+    train: list = field(repr=False)  # the records the run trains on (validation removed)
+    val: list = field(repr=False)
+    test: list = field(repr=False)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg_file", "--cfg-file", required=True, help="the training config to measure")
+    parser.add_argument("--protocol", choices=PROTOCOLS, required=True)
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="runs per split (default: 3 for official, 1 per fold for new-learner)")
+    parser.add_argument("--folds", type=int, default=5, help="new-learner: folds of whole learners (default 5)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    parser.add_argument("--no-java", action="store_true", help="score without Java (no METEOR)")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="train nothing: the baselines on the protocol's splits (seconds)")
+    parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides for every run")
+    return parser.parse_args(argv)
+
+
+# ============================================================================ the runs ========
+def source_records(cfg: schema.Config, folder: Path) -> tuple[list, list, Path | None]:
+    """(train, test, standard file) of the config; synthetic data are generated into ``folder``."""
+    if cfg.data.kind == "synthetic":
+        from dataloaders import synthetic
+        s = cfg.data.synthetic
+        if not (folder / "test.pkl").is_file():
+            synthetic.write(folder, seed=s.seed, mode=s.mode, train_per_kind=s.train_per_kind,
+                            test_per_kind=s.test_per_kind)
+        return load_records(folder / "train.pkl"), load_records(folder / "test.pkl"), folder / "standard.pkl"
+    root = Path(cfg.data.root) if Path(cfg.data.root).is_absolute() else REPO_ROOT / cfg.data.root
+    standard = root / cfg.data.standard if cfg.data.standard else None
+    return load_records(root / cfg.data.train), load_records(root / cfg.data.test), standard
+
+
+def config_path(path: Path) -> str:
+    """A path for a run's config: relative to the repository root when inside it."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def write_split(folder: Path, train: list, test: list, standard: Path | None) -> list[str]:
+    """Write a split's pickles (once) and return the overrides that point a run at them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, records in (("train.pkl", train), ("test.pkl", test)):
+        if not (folder / name).is_file():
+            tmp = folder / f".tmp-{name}"
+            tmp.write_bytes(pickle.dumps(records, protocol=4))
+            tmp.replace(folder / name)
+    overrides = ["data.kind=pickle", f"data.root={config_path(folder)}", "data.train=train.pkl", "data.test=test.pkl",
+                 "data.val="]
+    if standard is not None:
+        if not (folder / "standard.pkl").is_file():
+            shutil.copyfile(standard, folder / "standard.pkl")
+        overrides.append("data.standard=standard.pkl")
+    return overrides
+
+
+def plan_runs(cfg: schema.Config, args: argparse.Namespace, root: Path) -> list[Run]:
+    train, test, standard = source_records(cfg, root / "source")
+    seeds = args.seeds or (3 if args.protocol == "official" else 1)
+    splits = []  # (name, train, test, group_by)
+    if args.protocol == "official":
+        splits.append(("official", train, test, cfg.data.val_split.group_by))
+    else:
+        merged = train + test
+        for i, learners in enumerate(learner_folds(merged, args.folds, seed=cfg.seed)):
+            held = set(learners)
+            splits.append((f"fold_{i}", [r for r in merged if learner_of(r) not in held],
+                           [r for r in merged if learner_of(r) in held], "learner"))
+    runs = []
+    fraction = cfg.data.val_split.fraction or 0.15
+    for split_name, split_train, split_test, group_by in splits:
+        data_overrides = write_split(root / "data" / split_name, split_train, split_test, standard)
+        for seed in range(seeds):
+            name = f"seed_{seed}" if args.protocol == "official" else f"{split_name}_seed_{seed}"
+            rest, val = split_off(split_train, fraction, group_by, seed)
+            overrides = [*data_overrides, f"seed={seed}", f"data.val_split.seed={seed}",
+                         f"data.val_split.fraction={fraction}", f"data.val_split.group_by={group_by}",
+                         f"results_dir={config_path(root)}", f"experiment={name}"]
+            runs.append(Run(name, root / name, overrides, rest, val, split_test))
+    return runs
+
+
+def finished(run: Run) -> Path | None:
+    path = run.folder / "test_best_metrics.json"
+    return path if path.is_file() else None
+
+
+def train(run: Run, cfg_file: str, overrides: list[str]) -> None:
+    """Train (or resume) one run in a child process; its output goes to ``<run>/protocol.log``."""
+    run.folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(REPO_ROOT / "train_t5_stagcn.py"), "--cfg_file", cfg_file,
+               *overrides, *run.overrides]
+    with open(run.folder / "protocol.log", "a", encoding="utf-8") as log:
+        done = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0 or finished(run) is None:
+        raise SystemExit(f"error: run {run.folder} failed (exit {done.returncode}); see "
+                         f"{run.folder / 'protocol.log'}. Run the same command to resume it.")
+
+
+# ============================================================================ the table =======
+def run_scores(run: Run, use_java: bool | None, with_model: bool = True) -> dict[str, Any]:
+    """The model's and the baselines' figures and predictions on one run's split."""
+    from evaluation.baselines import compute_baselines, training_texts
+    from evaluation.quality import distinct, novelty, self_retrieval
+
+    baselines = compute_baselines(run.train, run.test, run.val or None, use_java=use_java)
+    if not with_model:
+        return baselines
+    test_metrics = json.loads(finished(run).read_text(encoding="utf-8"))
+    predictions = json.loads((run.folder / "predictions" / "test_best.json").read_text(encoding="utf-8"))
+    references = {r["video_name"]: list(r["labels"]) for r in run.test}
+    model = {k: v for k, v in test_metrics.items() if isinstance(v, (int, float)) and k != "epoch"}
+    model.update(novelty=novelty(predictions, training_texts(run.train)), distinct=distinct(predictions),
+                 **{k: v for k, v in self_retrieval(predictions, references).items() if k == "R@1"},
+                 predictions=predictions, epoch=test_metrics.get("epoch"))
+    return {"model": model, **baselines}
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def bootstrap(per_run: list[dict], runs: list[Run], protocol: str, n: int) -> dict[str, Any]:
+    """95% intervals over test clips: the model's CIDEr and BLEU-4 and model minus consensus.
+
+    official: one test set, the statistic averaged over the seeds' runs on each resample;
+    new-learner: the folds' test clips pooled (each clip is in exactly one fold's test)."""
+    from evaluation.quality import bootstrap_ci, corpus_statistic, paired_difference
+
+    out = {}
+    for metric in ("CIDEr", "BLEU-4"):
+        if protocol == "official":
+            refs = {r["video_name"]: list(r["labels"]) for r in runs[0].test}
+            ids = list(refs)
+            stats = {who: [corpus_statistic(s[who]["predictions"], refs, metric, ids) for s in per_run]
+                     for who in ("model", STRONGEST)}
+            model_stat, base_stat = (lambda idx, f=stats[w]: np.mean([g(idx) for g in f], axis=0)
+                                     for w in ("model", STRONGEST))
+        else:
+            refs = {r["video_name"]: list(r["labels"]) for run in runs for r in run.test}
+            ids = list(refs)
+            pooled = {who: {k: v for s in per_run for k, v in s[who]["predictions"].items()}
+                      for who in ("model", STRONGEST)}
+            model_stat = corpus_statistic(pooled["model"], refs, metric, ids)
+            base_stat = corpus_statistic(pooled[STRONGEST], refs, metric, ids)
+        out[metric] = bootstrap_ci(model_stat, len(ids), n=n).as_dict()
+        out[f"{metric} - {STRONGEST}"] = bootstrap_ci(paired_difference(model_stat, base_stat), len(ids), n=n).as_dict()
+    return out
+
+
+def summarise(per_run: list[dict]) -> dict[str, dict[str, list[float]]]:
+    rows: dict[str, dict[str, list[float]]] = {}
+    for scores in per_run:
+        for who, figures in scores.items():
+            for col in COLUMNS:
+                if isinstance(figures.get(col), (int, float)):
+                    rows.setdefault(who, {}).setdefault(col, []).append(float(figures[col]))
+    return rows
+
+
+def format_table(rows: dict[str, dict[str, list[float]]], intervals: dict[str, Any], title: str) -> str:
+    cols = [c for c in COLUMNS if any(c in r for r in rows.values())]
+    lines = [f"### {title}", "", "| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for who, figures in rows.items():
+        label = who + (" (reference point)" if who == "paraphrase" else "")
+        cells = []
+        for c in cols:
+            if c not in figures:
+                cells.append("")
+                continue
+            mean, std = mean_std(figures[c])
+            cells.append(f"{mean:.0f} ± {std:.0f}" if c == "distinct" else f"{mean:.3f} ± {std:.3f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for name, ci in intervals.items():
+        lines.append(f"- 95% bootstrap interval, {name}: {ci['estimate']:.3f} [{ci['low']:.3f}, {ci['high']:.3f}]")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = schema.load_config(args.cfg_file, args.overrides)
+    experiment = cfg.experiment or Path(args.cfg_file).stem
+    root = (REPO_ROOT / cfg.results_dir / experiment / "protocol" / args.protocol).resolve()
+    runs = plan_runs(cfg, args, root)
+    started = time.monotonic()
+    for i, run in enumerate([] if args.baselines_only else runs, 1):
+        if finished(run):
+            print(f"[{i}/{len(runs)}] {run.name}: finished earlier, skipped", flush=True)
+            continue
+        print(f"[{i}/{len(runs)}] {run.name}: training in {run.folder} ...", flush=True)
+        t0 = time.monotonic()
+        train(run, args.cfg_file, args.overrides)
+        print(f"[{i}/{len(runs)}] {run.name}: done in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
+    use_java = False if args.no_java else None
+    per_run = [run_scores(run, use_java, with_model=not args.baselines_only) for run in runs]
+    rows = summarise(per_run)
+    intervals = {} if args.baselines_only else bootstrap(per_run, runs, args.protocol, args.bootstrap)
+    what = "seeds" if args.protocol == "official" else "folds"
+    title = (f"{experiment}, {args.protocol} protocol: mean ± std over {len(runs)} runs ({what}); "
+             + ("baselines only" if args.baselines_only else "test split, checkpoints chosen on validation"))
+    table = format_table(rows, intervals, title)
+    print(table)
+    summary = {"config": args.cfg_file, "protocol": args.protocol, "runs": [r.name for r in runs],
+               "rows": rows, "bootstrap": intervals, "wall_time_s": time.monotonic() - started,
+               "per_run": [{who: {k: v for k, v in f.items() if k != "predictions"} for who, f in s.items()}
+                           for s in per_run]}
+    stem = "baselines" if args.baselines_only else "summary"
+    (root / f"{stem}.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    (root / f"{stem}.md").write_text(table + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
