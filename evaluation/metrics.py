@@ -292,20 +292,29 @@ def coco_metrics(gts: Mapping[Hashable, list[str]], res: Mapping[Hashable, list[
     return out
 
 
-def bertscore_f1(predictions: Sequence[str], references: Sequence[Sequence[str]],
-                 model_dir: str | Path, notes: list[str]) -> float | None:
-    """Mean BERTScore F1 (best over each clip's references) with a local model folder, or
-    ``None`` with a note when the folder or the ``bert-score`` package is missing."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
+def bert_score_module(model_dir: str | Path, notes: list[str]) -> Any:
+    """The ``bert_score`` module when ``model_dir`` exists and the package is installed; else
+    ``None`` with a note saying which is missing (bert-score is not a project requirement)."""
+    if not Path(model_dir).is_dir():
         notes.append(f"BERTScore skipped: model folder {str(model_dir)!r} does not exist")
         return None
     try:
         import bert_score  # type: ignore[import-not-found]
     except ImportError:
-        notes.append("BERTScore skipped: the 'bert-score' package is not installed "
-                     "(pip install bert-score)")
+        notes.append("BERTScore skipped: the 'bert-score' package is not installed (it is not a project "
+                     "requirement; pip install bert-score)")
         return None
+    return bert_score
+
+
+def bertscore_f1(predictions: Sequence[str], references: Sequence[Sequence[str]],
+                 model_dir: str | Path, notes: list[str]) -> float | None:
+    """Mean BERTScore F1 (best over each clip's references) with a local model folder, or
+    ``None`` with a note when the folder or the ``bert-score`` package is missing."""
+    bert_score = bert_score_module(model_dir, notes)
+    if bert_score is None:
+        return None
+    model_dir = Path(model_dir)
     num_layers = _num_layers(model_dir)
     _, _, f1 = bert_score.score(list(predictions), [list(r) for r in references],
                                 model_type=str(model_dir), num_layers=num_layers, verbose=False)

@@ -266,16 +266,12 @@ def published_bertscore(predictions: Sequence[str], references: Sequence[Sequenc
     (17 for ``roberta-large``, the paper's), else to all layers of the model.  ``baseline``
     defaults to the table bert-score ships for that name (``rescale_baseline/en/<name>.tsv``).
     """
+    from evaluation.metrics import bert_score_module
+
+    bert_score = bert_score_module(model_dir, notes)
+    if bert_score is None:
+        return None
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        notes.append(f"BERTScore skipped: model folder {str(model_dir)!r} does not exist")
-        return None
-    try:
-        import bert_score  # type: ignore[import-not-found]
-    except ImportError:
-        notes.append("BERTScore skipped: the 'bert-score' package is not installed (it is not a project "
-                     "requirement; pip install bert-score to add the published protocol's BERTScore)")
-        return None
     from bert_score.utils import model2layers  # type: ignore[import-not-found]
 
     if num_layers is None:
