@@ -149,20 +149,17 @@ def train(run: Run, cfg_file: str, overrides: list[str]) -> None:
 
 # ============================================================================ the table =======
 def run_scores(run: Run, use_java: bool | None, with_model: bool = True) -> dict[str, Any]:
-    """The model's and the baselines' figures and predictions on one run's split."""
-    from evaluation.baselines import compute_baselines, training_texts
-    from evaluation.quality import distinct, novelty, self_retrieval
+    """The model's and the baselines' figures and predictions on one run's split. The model's
+    figures (novelty, distinct and R@1 included) are the ones its training run wrote."""
+    from evaluation.baselines import compute_baselines
 
     baselines = compute_baselines(run.train, run.test, run.val or None, use_java=use_java)
     if not with_model:
         return baselines
     test_metrics = json.loads(finished(run).read_text(encoding="utf-8"))
     predictions = json.loads((run.folder / "predictions" / "test_best.json").read_text(encoding="utf-8"))
-    references = {r["video_name"]: list(r["labels"]) for r in run.test}
     model = {k: v for k, v in test_metrics.items() if isinstance(v, (int, float)) and k != "epoch"}
-    model.update(novelty=novelty(predictions, training_texts(run.train)), distinct=distinct(predictions),
-                 **{k: v for k, v in self_retrieval(predictions, references).items() if k == "R@1"},
-                 predictions=predictions, epoch=test_metrics.get("epoch"))
+    model.update(predictions=predictions, epoch=test_metrics.get("epoch"))
     return {"model": model, **baselines}
 
 
