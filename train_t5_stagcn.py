@@ -27,10 +27,11 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from configs import schema
 from dataloaders.build import Data, build_data
+from models import lora
 from models.build import build_model, tokenizer_files_of
 from training import checkpoint as ckpt
-from training import distributed, rng, run
-from training.finetune import choose_init_checkpoint, load_finetune_weights
+from training import distributed, freeze, rng, run
+from training.finetune import choose_init_checkpoint, load_finetune_weights, load_init_source
 from training.optim import adamw, amp_settings, linear_warmup_decay
 
 REPO_ROOT = Path(__file__).resolve().parent
@@ -113,6 +114,7 @@ class Trainer:
         self.scheduler = linear_warmup_decay(self.optimizer, cfg.train.warmup_ratio, total_steps)
         self.amp_dtype, self.scaler = amp_settings(cfg.train.amp, dist.device)
         self.progress = Progress()
+        self.extras: dict[str, Any] = {"t5": lora.t5_record(model)}  # more entries of every checkpoint
 
     def train_step(self, batch: dict) -> tuple[float, float]:
         """Forward, backward, clip, step; returns (loss, gradient norm) of this rank.
@@ -172,7 +174,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "state": asdict(self.progress), "rng": distributed.gather_dicts(rng.rng_state(), self.dist),
-                "config": schema.to_dict(self.cfg), "tokenizer": tokenizer_files}
+                "config": schema.to_dict(self.cfg), "tokenizer": tokenizer_files, **self.extras}
 
     def load_state_dict(self, payload: dict) -> None:
         self.model.load_state_dict(payload["model"])
@@ -303,7 +305,7 @@ def keep_best(run_dir: Path, trainer: Trainer, metrics: dict, tokenizer_files: d
     if score > p.best_score:
         p.best_score, p.best_epoch = float(score), p.epoch
         ckpt.atomic_save({"model": trainer.model.state_dict(), "config": schema.to_dict(trainer.cfg),
-                          "tokenizer": tokenizer_files, "state": asdict(p), "metrics": metrics},
+                          "tokenizer": tokenizer_files, "state": asdict(p), "metrics": metrics, **trainer.extras},
                          run_dir / "checkpoints" / "best.pt")
         log.info("new best validation %s %.4f at epoch %d -> checkpoints/best.pt", metric, score, p.epoch)
 
@@ -368,7 +370,9 @@ def main(argv: list[str] | None = None) -> dict:
     run_dir = run.resolve_run_dir(REPO_ROOT / cfg.results_dir, cfg_path, cfg.experiment)
     if dist.main:
         run.prepare_run_dir(run_dir, cfg_path, schema.to_dict(cfg), resumable=RESUMABLE_CHANGES,
-                            allow_change=args.allow_config_change, subfolders=("checkpoints", "predictions", "tb"))
+                            allow_change=args.allow_config_change, subfolders=("checkpoints", "predictions", "tb"),
+                            defaults=schema.to_dict(schema.Config()))
+        run.record_command(run_dir, sys.argv[1:] if argv is None else argv, "train_t5_stagcn.py", dist.world)
     dist.barrier()
     run.setup_logging(run_dir, dist.rank, dist.main)
     rng.seed_everything(cfg.seed, cfg.train.deterministic)
@@ -377,7 +381,7 @@ def main(argv: list[str] | None = None) -> dict:
     # 1. what to start from: a checkpoint of this run, a pretrained one to finetune, or nothing
     resume = None if args.eval_only else run.find_resume_checkpoint(run_dir / "checkpoints")
     init = None if resume or args.eval_only else choose_init_checkpoint(cfg.train.init_from, run_dir)
-    init_payload = ckpt.load_checkpoint(init[0]) if init else None
+    init_payload = load_init_source(init[0]) if init else None
     if init:
         log.info("finetuning source: %s (%s)", init[0], init[1])
 
@@ -389,6 +393,8 @@ def main(argv: list[str] | None = None) -> dict:
              n_params(model.encoder) / 1e6, n_params(model.t5) / 1e6)
     if args.eval_only:
         return score_test(model, data, cfg, dist, run_dir, args.ckpt)
+    freeze.apply_freeze(model, cfg.train.freeze)
+    log.info(freeze.describe(model, cfg.train.freeze))
 
     # 3. the trainer, resumed or initialised; then each rank its own dropout stream
     trainer = Trainer(model, cfg, dist, len(epoch_batches(data, cfg, dist, 0)) * cfg.train.epochs)

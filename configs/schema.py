@@ -24,7 +24,9 @@ from dataloaders.synthetic import MODES as SYNTHETIC_MODES
 from evaluation.metrics import METRIC_NAMES
 from models.captioner import REFERENCE_MODES
 from models.graph import LAYOUT_NAMES, STRATEGIES
+from models.lora import LORA_TARGETS
 from models.projection import POLICIES
+from training.freeze import FREEZE_PARTS
 
 DATA_KINDS = ("synthetic", "pickle")  # generated into the run folder, or read from data.root
 DEVICES = ("auto", "cpu", "cuda")
@@ -94,9 +96,18 @@ class ProjectionConfig:
 
 
 @dataclass
+class LoraSection:
+    r: int = 0  # rank of the LoRA adapters on T5; 0: no LoRA (models/lora.py)
+    alpha: float = 16.0  # the adapters' output is scaled by alpha / r
+    dropout: float = 0.05  # dropout on the adapters' input
+    target_modules: list[str] = field(default_factory=lambda: ["q", "v"])  # T5 linear layers to adapt
+
+
+@dataclass
 class T5Section:
     name: str = ""  # hub name or local folder; empty: build from `config` (train from scratch)
     config: dict = field(default_factory=dict)  # T5Config keys, merged over models.text.TINY_T5
+    lora: LoraSection = field(default_factory=LoraSection)
 
 
 @dataclass
@@ -133,6 +144,7 @@ class TrainConfig:
     deterministic: bool = False
     limit_steps: int = 0  # stop each epoch after this many steps (0: no limit); for smoke tests
     dist_timeout_s: int = 900  # how long a collective waits for a silent peer before the run fails
+    freeze: list[str] = field(default_factory=list)  # parts without gradient (training/freeze.py)
 
 
 @dataclass
@@ -179,8 +191,8 @@ CHOICES = {
 POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.batch_size",
             "eval.num_beams", "eval.max_new_tokens", "data.max_target_len",
             "model.tokenizer.vocab_size", "model.encoder.temporal_kernel", "train.max_nonfinite",
-            "train.save_every_epochs", "train.log_every", "train.dist_timeout_s")
-NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip",
+            "train.save_every_epochs", "train.log_every", "train.dist_timeout_s", "model.t5.lora.alpha")
+NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "model.t5.lora.r",
                 "train.keep_epoch_checkpoints", "train.limit_steps", "data.num_workers",
                 "eval.num_logged_pictures",
                 "model.encoder.dropout", "model.projection.dropout")
@@ -261,10 +273,28 @@ def validate(cfg: Config) -> Config:
                           f"channel entry), found {len(enc.strides)}")
     if not 0.0 <= cfg.data.val_split.fraction < 1.0:
         raise ConfigError(f"data.val_split.fraction: expected a number in [0, 1), found {cfg.data.val_split.fraction!r}")
+    _validate_lists(cfg)
     if cfg.data.kind == "pickle" and not cfg.data.root:
         raise ConfigError("data.root: expected the folder holding the dataset pickles "
                           "(e.g. data.root=../shared/data/BX), found an empty string")
     return cfg
+
+
+def _validate_lists(cfg: Config) -> None:
+    """``train.freeze`` and ``model.t5.lora``: list entries and the adapter settings."""
+    for i, part in enumerate(cfg.train.freeze):
+        if part not in FREEZE_PARTS:
+            raise ConfigError(f"train.freeze[{i}]: expected one of {', '.join(FREEZE_PARTS)}, found {part!r}")
+    lora = cfg.model.t5.lora
+    for i, name in enumerate(lora.target_modules):
+        if name not in LORA_TARGETS:
+            raise ConfigError(f"model.t5.lora.target_modules[{i}]: expected one of {', '.join(LORA_TARGETS)} "
+                              f"(T5's linear layers), found {name!r}")
+    if not 0.0 <= lora.dropout < 1.0:
+        raise ConfigError(f"model.t5.lora.dropout: expected a number in [0, 1), found {lora.dropout!r}")
+    if lora.r and not lora.target_modules:
+        raise ConfigError("model.t5.lora.target_modules: expected at least one of "
+                          f"{', '.join(LORA_TARGETS)} when model.t5.lora.r > 0, found []")
 
 
 def parse_overrides(pairs: list[str]) -> dict:

@@ -2,8 +2,10 @@
 
 Training (``train_t5_stagcn.py``), the caption command and the benchmarks share these, so a
 model is assembled in exactly one place. A checkpoint written by training carries its config
-(``"config"``) and its tokenizer's files (``"tokenizer"``), so :func:`load_trained` needs
-nothing but the file; it reads it with ``weights_only=True``.
+(``"config"``), its tokenizer's files (``"tokenizer"``) and T5's architecture and LoRA settings
+(``"t5"``, see :func:`models.lora.t5_record`), so :func:`load_trained` needs nothing but the
+file (neither the hub nor a pretrained folder); it reads it with ``weights_only=True``, builds the
+same LoRA wrapping as training did and loads the weights strictly.
 """
 from __future__ import annotations
 
@@ -16,12 +18,19 @@ from configs import schema
 from training import checkpoint as ckpt
 from .captioner import Captioner
 
-__all__ = ["build_model", "tokenizer_files_of", "tokenizer_from_files", "load_trained", "checkpoint_of_run"]
+__all__ = ["build_model", "tokenizer_files_of", "tokenizer_from_files", "load_trained", "model_from_payload",
+           "checkpoint_of_run"]
 
 
-def build_model(cfg: schema.Config, tokenizer: Any) -> Captioner:
-    """STA-GCN encoder + projection + T5 as ``cfg.model`` describes them."""
-    from . import text
+def build_model(cfg: schema.Config, tokenizer: Any, t5: Any = None, t5_config: dict | None = None) -> Captioner:
+    """STA-GCN encoder + projection + T5 as ``cfg.model`` describes them.
+
+    T5 is ``model.t5.name`` (``from_pretrained``) or built from ``model.t5.config``; with
+    ``t5_config`` (a stored ``config.json`` dict) it is built from that instead, with no download.
+    Either way it gets fresh LoRA adapters when ``model.t5.lora.r > 0``. A ``t5`` passed in (an
+    export's merged T5) is used as it is, never wrapped.
+    """
+    from . import lora, text
     from .graph import Graph
     from .projection import Projection
     from .stagcn import STAGCN
@@ -32,7 +41,10 @@ def build_model(cfg: schema.Config, tokenizer: Any) -> Captioner:
     encoder = STAGCN(in_channels=6, graph=graph, channels=tuple(enc.channels), strides=tuple(enc.strides),
                      temporal_kernel=enc.temporal_kernel, dropout=enc.dropout,
                      num_attention_graphs=enc.num_attention_graphs)
-    t5 = text.build_t5(tokenizer, cfg.model.t5.name, cfg.model.t5.config)
+    if t5 is None:
+        t5 = text.t5_from_config(t5_config) if t5_config else text.build_t5(tokenizer, cfg.model.t5.name,
+                                                                             cfg.model.t5.config)
+        t5 = lora.wrap(t5, lora.lora_settings(cfg.model.t5.lora))
     text.check_special_ids(t5, tokenizer)
     width = encoder.out_channels * (2 if cfg.model.reference == "subtract" else 1)
     projection = Projection(width, t5.config.d_model, policy=cfg.model.projection.policy,
@@ -71,12 +83,28 @@ def checkpoint_of_run(run_dir: str | Path) -> Path:
 
 def load_trained(path: str | Path, map_location: Any = "cpu") -> tuple[Captioner, schema.Config]:
     """A trained captioner (in eval mode) and its config, from a training checkpoint."""
-    payload = ckpt.load_checkpoint(path, map_location=map_location)
+    return model_from_payload(ckpt.load_checkpoint(path, map_location=map_location), path)
+
+
+def model_from_payload(payload: dict, source: str | Path) -> tuple[Captioner, schema.Config]:
+    """The captioner (in eval mode) a loaded checkpoint describes, LoRA wrapping included, with
+    its weights loaded strictly (an adapter tensor is never dropped or left out)."""
+    from . import lora
+
     missing = [k for k in ("model", "config", "tokenizer") if not payload.get(k)]
     if missing:
-        raise ckpt.CheckpointError(f"{path}: not a Motion2Text training checkpoint (no {', '.join(missing)})")
+        raise ckpt.CheckpointError(f"{source}: not a Motion2Text training checkpoint (no {', '.join(missing)})")
     cfg = schema.from_dict(payload["config"])
+    record = payload.get("t5") or {}
+    settings = lora.lora_settings(cfg.model.t5.lora)
+    if "lora" in record and record["lora"] != settings:
+        raise ckpt.CheckpointError(f"{source}: its T5 record says LoRA {record['lora']} but its config says "
+                                   f"model.t5.lora {settings}; the checkpoint is inconsistent")
+    if lora.has_adapters(payload["model"]) != (settings is not None):
+        raise ckpt.CheckpointError(
+            f"{source}: the weights {'hold' if settings is None else 'lack'} LoRA adapter tensors but the config "
+            f"has model.t5.lora.r={cfg.model.t5.lora.r}; refusing to load adapters partially")
     tokenizer = tokenizer_from_files(payload["tokenizer"])
-    model = build_model(cfg, tokenizer)
+    model = build_model(cfg, tokenizer, t5_config=record.get("config"))
     model.load_state_dict(payload["model"])
     return model.eval(), cfg

@@ -103,6 +103,14 @@ def build_t5(tokenizer: Any, name: str = "", config: dict | None = None) -> Any:
     return T5ForConditionalGeneration(T5Config(**settings))
 
 
+def t5_from_config(config: dict) -> Any:
+    """A ``T5ForConditionalGeneration`` of the architecture in ``config`` (a ``config.json`` dict,
+    as checkpoints store it), with fresh weights to be overwritten by a state dict."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    return T5ForConditionalGeneration(T5Config.from_dict(dict(config)))
+
+
 def check_special_ids(t5: Any, tokenizer: Any) -> None:
     """Fail early when T5 and the tokenizer disagree on pad / eos ids or the vocabulary size."""
     cfg = t5.config

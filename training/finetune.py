@@ -1,4 +1,11 @@
-"""Finetuning: which checkpoint a run starts from, and loading what fits of it."""
+"""Finetuning: which checkpoint a run starts from, and loading what fits of it.
+
+The source is a training checkpoint or an export folder (``python -m models.export``). Its weights
+come to the new run with plain T5 names and any LoRA adapters merged exactly once
+(:func:`load_init_source`); a run with ``model.t5.lora`` then finetunes fresh adapters (``B = 0``)
+over them, so in every combination (LoRA or not on either side) the model starts equal to its
+source wherever the architectures agree.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from models import lora
 from training import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
@@ -15,12 +23,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def choose_init_checkpoint(init_from: str, run_dir: Path) -> tuple[Path, str] | None:
     """The checkpoint to finetune from and why it was chosen, or None (train from scratch).
 
-    ``train.init_from`` wins; else ``pretrain_checkpoints/`` must hold one checkpoint, or a
-    ``best.pt`` among several; anything else is ambiguous and stops with the list of files.
+    ``train.init_from`` (a checkpoint file or an export folder) wins; else ``pretrain_checkpoints/``
+    must hold one checkpoint, or a ``best.pt`` among several; anything else is ambiguous and stops
+    with the list of files.
     """
+    from models import export
+
     if init_from:
         path = Path(init_from) if Path(init_from).is_absolute() else REPO_ROOT / init_from
-        if not path.is_file():
+        if path.is_dir() and not export.is_export(path):
+            raise FileNotFoundError(f"train.init_from: {path} is a folder but not an export "
+                                    f"(no {export.MANIFEST}); give a checkpoint file or an export folder")
+        if not path.exists():
             raise FileNotFoundError(f"train.init_from: {path} does not exist")
         return path, "train.init_from"
     folder = run_dir / "pretrain_checkpoints"
@@ -36,14 +50,55 @@ def choose_init_checkpoint(init_from: str, run_dir: Path) -> tuple[Path, str] | 
     return None
 
 
+def load_init_source(path: Path) -> dict:
+    """The finetuning source as a checkpoint-like dict (``model``, ``config``, ``tokenizer``) whose
+    ``model`` has plain T5 names: an export's weights (merged when exported), a plain checkpoint
+    as it is, or a LoRA checkpoint rebuilt with its adapters and merged once, on a copy."""
+    from configs import schema
+    from models import export
+    from models.build import model_from_payload, tokenizer_files_of
+
+    path = Path(path)
+    if export.is_export(path):
+        with torch.random.fork_rng(devices=[]):  # building a model draws random weights: keep the stream
+            model, cfg = export.load_export(path)
+        log.info("finetuning source is an export folder (T5 %s)", export.read_manifest(path)["adapters"])
+        return {"model": model.state_dict(), "config": schema.to_dict(cfg),
+                "tokenizer": tokenizer_files_of(model.tokenizer)}
+    payload = ckpt.load_checkpoint(path)
+    if "model" not in payload:
+        raise ckpt.CheckpointError(f"cannot finetune from {path}: it holds no 'model' weights")
+    if lora.has_adapters(payload["model"]):
+        with torch.random.fork_rng(devices=[]):
+            model, _ = model_from_payload(payload, path)
+        payload = {**payload, "model": lora.plain_state_dict(model)}
+        log.info("finetuning source has LoRA adapters %s: merged once into its T5 weights",
+                 (payload.get("t5") or {}).get("lora"))
+    return payload
+
+
 def load_finetune_weights(model: torch.nn.Module, incoming: dict, source: Path) -> None:
-    """Copy matching tensors; skip those whose shape differs; log missing/unexpected/skipped."""
+    """Copy matching tensors; skip those whose shape differs; log missing/unexpected/skipped.
+
+    ``incoming`` has plain T5 names (:func:`load_init_source`). Into a model with LoRA they go to
+    the wrapped names (``...q.base_layer.weight``); its adapters keep their fresh initialisation.
+    """
+    if lora.has_adapters(incoming):
+        raise ValueError(f"{source}: finetuning weights still hold LoRA adapters; merge them first "
+                         "(training.finetune.load_init_source)")
     own = model.state_dict()
+    plain = {key: lora.plain_name(key) for key in own}
+    adapters = [key for key, name in plain.items() if name is None]
+    own_name = {name: key for key, name in plain.items() if name is not None}
+    incoming = {own_name.get(k, k): v for k, v in incoming.items()}
     usable = {k: v for k, v in incoming.items() if k in own and own[k].shape == v.shape}
     skipped = [k for k, v in incoming.items() if k in own and own[k].shape != v.shape]
     model.load_state_dict(usable, strict=False)
     log.info("finetuning from %s: %d tensors loaded", source, len(usable))
     log.info("finetune: skipped (shape differs): %s",
              [f"{k} {tuple(incoming[k].shape)}->{tuple(own[k].shape)}" for k in skipped] or "none")
-    log.info("finetune: missing (kept at init): %s", [k for k in own if k not in incoming] or "none")
+    log.info("finetune: missing (kept at init): %s",
+             [k for k in own if k not in incoming and k not in adapters] or "none")
     log.info("finetune: unexpected (ignored): %s", [k for k in incoming if k not in own] or "none")
+    if adapters:
+        log.info("finetune: %d fresh LoRA adapter tensors (B = 0: the model starts as its source)", len(adapters))

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -16,6 +18,7 @@ import yaml
 from training import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
+COMMANDS_FILE = "commands.txt"  # one line per invocation in a run folder (the model card cites it)
 
 
 def resolve_run_dir(results_root: Path, cfg_path: Path, experiment: str) -> Path:
@@ -27,27 +30,33 @@ def resolve_run_dir(results_root: Path, cfg_path: Path, experiment: str) -> Path
     return results_root / (experiment or cfg_path.stem)
 
 
-def config_differences(old: dict, new: dict, ignore: Iterable[str] = (), prefix: str = "") -> list[str]:
+def config_differences(old: dict, new: dict, ignore: Iterable[str] = (), prefix: str = "",
+                       defaults: dict | None = None) -> list[str]:
     """``"key: old -> new"`` for each dotted key that differs; ``ignore`` holds keys that may change
-    between a run and its resumption (an entry ending in "." ignores a whole section)."""
+    between a run and its resumption (an entry ending in "." ignores a whole section). A key that
+    ``old`` lacks counts as its value in ``defaults`` (a key added to the config since the run began)."""
     ignore = tuple(ignore)
+    defaults = defaults or {}
     out = []
     for k in sorted(set(old) | set(new)):
         key = f"{prefix}{k}"
-        a, b = old.get(k), new.get(k)
+        a, b = old.get(k, defaults.get(k)), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += config_differences(a, b, ignore, key + ".")
+            sub = defaults.get(k) if isinstance(defaults.get(k), dict) else None
+            out += config_differences(a, b, ignore, key + ".", sub)
         elif a != b and not any(key == i or (i.endswith(".") and key.startswith(i)) for i in ignore):
             out.append(f"{key}: {a!r} -> {b!r}")
     return out
 
 
 def prepare_run_dir(run_dir: Path, cfg_path: Path, resolved: dict, *, resumable: Iterable[str] = (),
-                    allow_change: bool = False, subfolders: Iterable[str] = ("checkpoints", "tb")) -> None:
+                    allow_change: bool = False, subfolders: Iterable[str] = ("checkpoints", "tb"),
+                    defaults: dict | None = None) -> None:
     """Create the folder, refuse one that belongs to another config, save the resolved config.
 
     Call on the main process only. ``resolved`` is the config as a dict; ``resumable`` lists keys
-    that may differ between a run and its resumption.
+    that may differ between a run and its resumption; ``defaults`` (the config's defaults as a
+    dict) stand in for keys a saved config predates.
     """
     saved = run_dir / "config.yaml"
     is_source = saved.resolve() == cfg_path.resolve()
@@ -55,7 +64,7 @@ def prepare_run_dir(run_dir: Path, cfg_path: Path, resolved: dict, *, resumable:
     removed = ckpt.remove_temporaries(run_dir)
     if saved.is_file() and not is_source and not allow_change:
         old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-        diff = config_differences(old, resolved, resumable)
+        diff = config_differences(old, resolved, resumable, defaults=defaults)
         if diff:
             raise SystemExit(
                 f"error: {run_dir} belongs to a different config ({saved}); differing keys: "
@@ -67,6 +76,14 @@ def prepare_run_dir(run_dir: Path, cfg_path: Path, resolved: dict, *, resumable:
         (run_dir / sub).mkdir(exist_ok=True)
     if removed:
         print(f"removed {len(removed)} temporary file(s) left by an interrupted run", file=sys.stderr)
+
+
+def record_command(run_dir: Path, args: Iterable[str], script: str, world: int = 1) -> None:
+    """Append this invocation's command line to ``<run>/commands.txt`` (main process only)."""
+    launcher = f"torchrun (world {world}) " if world > 1 else "python "
+    line = f"{time.strftime('%Y-%m-%d %H:%M:%S')}  {launcher}{script} {shlex.join(list(args))}\n"
+    with open(run_dir / COMMANDS_FILE, "a", encoding="utf-8") as f:
+        f.write(line)
 
 
 _HANDLER_TAG = "_motion2text"
