@@ -35,7 +35,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="motion .npy files and/or dataset .pkl files")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", help="a run folder results/<experiment> (uses checkpoints/best.pt, else last.pt)")
+    which.add_argument("--run", help="a run folder results/<experiment> (uses checkpoints/best.pt, else "
+                                     "last.pt) or an export folder (python -m models.export)")
     which.add_argument("--ckpt", help="a training checkpoint file")
     p.add_argument("--video_name", action="append", help="caption only this clip of the pickle(s) (repeatable)")
     p.add_argument("--standard", help="standard motion: a standard pickle or a .npy")

@@ -50,13 +50,19 @@ class UsageError(ValueError):
 # ============================================================================ the model ======
 def load_model(run: str | Path | None = None, ckpt: str | Path | None = None,
                device: str = "auto") -> tuple[Any, Any, Path]:
-    """(captioner in eval mode on ``device``, its config, the checkpoint path) from a run or a file."""
+    """(captioner in eval mode on ``device``, its config, the checkpoint path) from a run or a file;
+    ``run`` may also be an export folder (``python -m models.export``), whose path is returned."""
+    from models import export
     from models.build import checkpoint_of_run, load_trained
 
     if (run is None) == (ckpt is None):
         raise UsageError("give exactly one of --run RUN_DIR and --ckpt FILE")
-    path = Path(ckpt) if ckpt is not None else checkpoint_of_run(run)
-    model, cfg = load_trained(path)
+    if run is not None and export.is_export(run):
+        path = Path(run)
+        model, cfg = export.load_export(path)
+    else:
+        path = Path(ckpt) if ckpt is not None else checkpoint_of_run(run)
+        model, cfg = load_trained(path)
     target = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                           "cpu" if device == "auto" else device)
     return model.to(target).eval(), cfg, path
