@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import common, data, dtw, generate, profile_step, train_step
+from bench import common, data, dtw, generate, lora, profile_step, train_step
 from dataloaders.collate import IGNORE_INDEX, Collator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +121,26 @@ def test_generate_writes_a_row_per_decoding_and_batch(tmp_path):
     assert set(result["captions_agree"]) == {"greedy, batch 2", "greedy, batch 2 length-sorted",
                                              "beam 3, batch 2", "beam 3, batch 2 length-sorted"}
     assert all(0 <= v <= 4 for v in result["captions_agree"].values())
+
+
+# ============================================================================ lora ===========
+def test_lora_rows_count_exactly_the_parameters_left_to_train(tmp_path):
+    result = run(lora.main, tmp_path, "--config", "tiny", "--batch", "2", "--steps", "1", "--warmup", "0",
+                 "--inline", "--variants", "full,lora_r8,freeze_encoder")
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert list(rows) == ["full", "lora_r8", "freeze_encoder"]
+    full, adapters, frozen = rows["full"], rows["lora_r8"], rows["freeze_encoder"]
+    assert full["trainable"] == full["total"] == frozen["total"]
+    model = lora.build("tiny", "full", common.make_tokenizer(
+        common.load_source("synthetic", per_kind=8, tmp_dir=tmp_path / "data")), 0)
+    encoder, projection = (sum(p.numel() for p in m.parameters()) for m in (model.encoder, model.projection))
+    assert frozen["trainable"] == full["total"] - encoder
+    # LoRA: T5's own weights stop training; its adapters (the parameters LoRA adds) train
+    added = adapters["total"] - full["total"]
+    assert added > 0 and adapters["trainable"] == encoder + projection + added
+    for r in rows.values():
+        assert positive(r["step_s"]) and positive(r["grad_adam_MiB"]) and r["peak_rss_MiB"] is None
+    assert result["settings"]["frames"] and result["settings"]["label_tokens"]
 
 
 # ============================================================================ data ===========

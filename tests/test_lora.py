@@ -259,3 +259,16 @@ def test_freezing_with_lora_reaches_the_adapters_of_the_named_stack(tokenizer):
     with pytest.raises(ValueError, match="leaves no parameter to train .LoRA already freezes"):
         freeze.apply_freeze(model, ["t5_decoder", "projection"])
 
+
+
+def test_attention_pictures_read_through_the_lora_wrapper(tokenizer):
+    from evaluation import pictures
+
+    model = captioner(tokenizer, LORA)
+    perturb_adapters(model)
+    batch = {**batch_of(tokenizer), "video_names": ["a", "b", "c"]}
+    batch["lengths"] = batch["mask"].sum(dim=1)
+    for beams in (1, 2):
+        clips = pictures.clip_attention(model, batch, max_new_tokens=3, num_beams=beams)
+        assert [c.video_name for c in clips] == ["a", "b", "c"]
+        assert all(c.cross.shape[1] == 22 and torch.isfinite(torch.from_numpy(c.cross)).all() for c in clips)
