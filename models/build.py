@@ -79,4 +79,8 @@ def load_trained(path: str | Path, map_location: Any = "cpu") -> tuple[Captioner
     tokenizer = tokenizer_from_files(payload["tokenizer"])
     model = build_model(cfg, tokenizer)
     model.load_state_dict(payload["model"])
+    if payload.get("retrieval"):
+        from dataloaders.retrieval import Retriever
+
+        model.retriever = Retriever.from_state(payload["retrieval"])
     return model.eval(), cfg
