@@ -49,6 +49,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top_p", type=float, help="nucleus sampling mass (with --sample)")
     p.add_argument("--num_return_sequences", type=int, default=1, help="texts per clip")
     p.add_argument("--max_new_tokens", type=int, default=64, help="longest text, in tokens")
+    p.add_argument("--rerank", type=int, metavar="N",
+                   help="for a run trained with retrieval: N beam candidates, the one closest (CIDEr-D) "
+                        "to the retrieved training texts is the caption (default: the run's eval.rerank)")
     p.add_argument("--batch_size", type=int, default=16, help="clips per forward pass")
     p.add_argument("--seed", type=int, default=0, help="random seed (sampling)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -78,7 +81,8 @@ def run(args: argparse.Namespace) -> dict[str, list[str]]:
     captions = inf.caption_records(model, cfg, records, standards, batch_size=args.batch_size,
                                    segment=args.segment, seed=args.seed,
                                    progress=len(records) > args.batch_size,
-                                   source=", ".join(map(str, args.inputs)), **gen)
+                                   source=", ".join(map(str, args.inputs)),
+                                   rerank=cfg.eval.rerank if args.rerank is None else args.rerank, **gen)
     print_captions(captions, args.json)
     if args.pictures:
         from evaluation import pictures

@@ -27,6 +27,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
 from configs import schema
 from dataloaders.build import Data, build_data
+from dataloaders.sampler import length_grouped_batches, padding_fraction
 from models import lora
 from models.build import build_model, tokenizer_files_of
 from training import checkpoint as ckpt
@@ -68,10 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def epoch_batches(data: Data, cfg: schema.Config, dist: distributed.Dist, epoch: int) -> list[list[int]]:
     """This rank's batches of one epoch: the same whenever the epoch is replayed."""
     data.train.set_epoch(epoch)
-    sampler = DistributedSampler(data.train, num_replicas=dist.world, rank=dist.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=cfg.train.drop_last)
-    sampler.set_epoch(epoch)
-    batches = list(BatchSampler(list(sampler), cfg.train.batch_size, drop_last=cfg.train.drop_last))
+    if cfg.train.group_by_length:
+        batches = length_grouped_batches(data.train.sample_lengths(), cfg.train.batch_size, world=dist.world,
+                                         rank=dist.rank, seed=cfg.seed, epoch=epoch, drop_last=cfg.train.drop_last)
+    else:
+        sampler = DistributedSampler(data.train, num_replicas=dist.world, rank=dist.rank, shuffle=True,
+                                     seed=cfg.seed, drop_last=cfg.train.drop_last)
+        sampler.set_epoch(epoch)
+        batches = list(BatchSampler(list(sampler), cfg.train.batch_size, drop_last=cfg.train.drop_last))
     if not batches:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} with drop_last leaves no batch: "
                          f"{len(data.train)} training samples over {dist.world} process(es)")
@@ -101,6 +106,7 @@ class Progress:
     best_epoch: int = -1
     nonfinite_total: int = 0
     nonfinite_in_row: int = 0
+    stopped_early: bool = False  # train.early_stop ended training (a rerun does not train on)
 
 
 class Trainer:
@@ -114,7 +120,8 @@ class Trainer:
         self.scheduler = linear_warmup_decay(self.optimizer, cfg.train.warmup_ratio, total_steps)
         self.amp_dtype, self.scaler = amp_settings(cfg.train.amp, dist.device)
         self.progress = Progress()
-        self.extras: dict[str, Any] = {"t5": lora.t5_record(model)}  # more entries of every checkpoint
+        # more entries of every checkpoint: T5's architecture and LoRA settings (and the retrieval state)
+        self.extras: dict[str, Any] = {"t5": lora.t5_record(model)}
 
     def train_step(self, batch: dict) -> tuple[float, float]:
         """Forward, backward, clip, step; returns (loss, gradient norm) of this rank.
@@ -211,10 +218,23 @@ def generate_captions(model, dataset, data: Data, cfg: schema.Config, dist: dist
     with torch.random.fork_rng(devices=[]):  # sampling-free, but leave the training stream untouched
         for batch in loader:
             batch = to_device(batch, dist.device)
-            texts = model.generate(batch, num_beams=cfg.eval.num_beams, max_new_tokens=cfg.eval.max_new_tokens)
-            mine.update(zip(batch["video_names"], texts))
+            mine.update(zip(batch["video_names"], caption_batch(model, batch, cfg, data)))
     model.train()
     return distributed.merge_disjoint(distributed.gather_dicts(mine, dist))
+
+
+def caption_batch(model, batch: dict, cfg: schema.Config, data: Data) -> list[str]:
+    """One caption per clip: the best beam, or with ``eval.rerank`` the one of that many beam
+    candidates with the highest CIDEr-D against the clip's pool of retrieved training texts."""
+    from dataloaders.retrieval import rerank
+
+    if not cfg.eval.rerank:
+        return model.generate(batch, num_beams=cfg.eval.num_beams, max_new_tokens=cfg.eval.max_new_tokens)
+    n = cfg.eval.rerank
+    texts = model.generate(batch, num_beams=max(n, cfg.eval.num_beams), num_return_sequences=n,
+                           max_new_tokens=cfg.eval.max_new_tokens)  # (N * n,), each clip's together
+    candidates = [texts[i * n:(i + 1) * n] for i in range(len(batch["video_names"]))]
+    return rerank(candidates, batch["pools"], data.retriever.df)
 
 
 def metrics_of(predictions: dict[str, str], dataset, data: Data, cfg: schema.Config) -> dict:
@@ -389,6 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
     data = build_data(cfg, run_dir, main=dist.main, barrier=dist.barrier,
                       stored_tokenizer=init_payload.get("tokenizer") if init_payload else None)
     model = build_model(cfg, data.tokenizer).to(dist.device)
+    model.retriever = data.retriever
     log.info("model: %.2fM parameters (encoder %.2fM, T5 %.2fM)", n_params(model) / 1e6,
              n_params(model.encoder) / 1e6, n_params(model.t5) / 1e6)
     if args.eval_only:
@@ -398,6 +419,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 3. the trainer, resumed or initialised; then each rank its own dropout stream
     trainer = Trainer(model, cfg, dist, len(epoch_batches(data, cfg, dist, 0)) * cfg.train.epochs)
+    if data.retriever is not None:
+        trainer.extras["retrieval"] = data.retriever.state_dict()
+    log.info("batches: %s, %.1f%% of the padded frames are padding", "grouped by length"
+             if cfg.train.group_by_length else "shuffled", 100 * padding_fraction(
+                 epoch_batches(data, cfg, dist, 0), data.train.sample_lengths()))
     p = trainer.progress
     resumed = resume is not None
     if resumed:
@@ -421,7 +447,7 @@ def main(argv: list[str] | None = None) -> dict:
             if dist.main:
                 log_evaluation(run_dir, writer, trainer, results, data)
         model.train()
-        while p.epoch < cfg.train.epochs:
+        while p.epoch < cfg.train.epochs and not p.stopped_early:
             if not train_epoch(trainer, data, writer, stop, args.stop_after_step):
                 trainer.save(run_dir, tok_files, epoch_file=False)
                 log.info("stopped on request at epoch %d, step %d; run the same command to resume",
@@ -439,8 +465,10 @@ def main(argv: list[str] | None = None) -> dict:
                     if "val" in results:
                         keep_best(run_dir, trainer, results["val"][1], tok_files)
                 p.best_score, p.best_epoch = distributed.broadcast_object((p.best_score, p.best_epoch), dist)
+                p.stopped_early = validation_has_stalled(p, cfg, data)
             stopping = bool(args.stop_after_epoch) and p.epoch >= args.stop_after_epoch
-            if p.epoch % cfg.train.save_every_epochs == 0 or p.epoch == cfg.train.epochs or stopping:
+            if (p.epoch % cfg.train.save_every_epochs == 0 or p.epoch == cfg.train.epochs or stopping
+                    or p.stopped_early):
                 trainer.save(run_dir, tok_files, epoch_file=True)
             if stopping:
                 log.info("stopping after epoch %d as asked (--stop_after_epoch)", p.epoch)
@@ -452,6 +480,18 @@ def main(argv: list[str] | None = None) -> dict:
         log.info("done: best validation %s %.4f at epoch %d", cfg.eval.metric, p.best_score, p.best_epoch)
     # the test split, once, on the checkpoint chosen on validation (the last one without validation)
     return score_test(model, data, cfg, dist, run_dir, "best" if data.val is not None else "last")
+
+
+def validation_has_stalled(p: Progress, cfg: schema.Config, data: Data) -> bool:
+    """``train.early_stop`` evaluations have passed without a better validation score."""
+    if not cfg.train.early_stop or data.val is None or p.best_epoch < 0:
+        return False
+    stale = (p.epoch - p.best_epoch) // cfg.eval.every
+    if stale >= cfg.train.early_stop:
+        log.info("early stop at epoch %d: validation %s has not improved for %d evaluations (best %.4f at "
+                 "epoch %d)", p.epoch, cfg.eval.metric, stale, p.best_score, p.best_epoch)
+        return True
+    return False
 
 
 def check_replicas(model: torch.nn.Module, dist: distributed.Dist) -> None:

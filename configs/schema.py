@@ -19,6 +19,7 @@ import yaml
 from dataloaders.dataset import LABEL_MODES, SEGMENT_CHOICES
 from dataloaders.features import NORMALISATIONS
 from dataloaders.records import ON_BAD
+from dataloaders.retrieval import RETRIEVAL_EXCLUDE
 from dataloaders.splits import GROUP_BY
 from dataloaders.synthetic import MODES as SYNTHETIC_MODES
 from evaluation.metrics import METRIC_NAMES
@@ -117,11 +118,20 @@ class TokenizerSection:
 
 
 @dataclass
+class RetrievalConfig:
+    k: int = 0  # training clips retrieved per clip (z-scored motion statistics); 0: no retrieval
+    texts: int = 3  # their texts placed on the encoder side, most central (consensus) first
+    max_tokens: int = 40  # tokens kept of each retrieved text
+    exclude: str = "self"  # self | learner: what a training clip may not retrieve (new-learner: learner)
+
+
+@dataclass
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     reference: str = "none"  # none | subtract
     prompt: str = ""  # task prompt whose token embeddings precede the motion tokens (encoder side)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     t5: T5Section = field(default_factory=T5Section)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
 
@@ -136,6 +146,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     amp: bool = True  # CUDA only: bf16 where supported, else fp16 with a GradScaler
     drop_last: bool = False
+    group_by_length: bool = True  # batches of clips of about the same length (dataloaders/sampler.py)
+    early_stop: int = 0  # evaluations without a better validation score before training stops (0: never)
     init_from: str = ""  # finetune from this checkpoint (else results/<exp>/pretrain_checkpoints/)
     max_nonfinite: int = 5  # consecutive non-finite losses before the run stops
     keep_epoch_checkpoints: int = 2
@@ -155,6 +167,8 @@ class EvalConfig:
     num_beams: int = 1
     max_new_tokens: int = 48
     metric: str = "CIDEr"  # which validation metric picks `best.pt`
+    rerank: int = 0  # beam candidates reranked by CIDEr-D against the retrieved clips' texts (0: off)
+    rerank_k: int = 3  # training clips whose texts the candidates are reranked against
     log_test: bool = False  # also score the test split at each evaluation (logged, never used to choose)
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
     num_logged_samples: int = 4
@@ -181,6 +195,7 @@ CHOICES = {
     "data.normalise": NORMALISATIONS,
     "data.on_bad": ON_BAD,
     "data.val_split.group_by": GROUP_BY,
+    "model.retrieval.exclude": RETRIEVAL_EXCLUDE,
     "model.projection.policy": POLICIES,
     "model.reference": REFERENCE_MODES,
     "model.encoder.graph.layout": LAYOUT_NAMES,
@@ -191,10 +206,11 @@ CHOICES = {
 POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.batch_size",
             "eval.num_beams", "eval.max_new_tokens", "data.max_target_len",
             "model.tokenizer.vocab_size", "model.encoder.temporal_kernel", "train.max_nonfinite",
-            "train.save_every_epochs", "train.log_every", "train.dist_timeout_s", "model.t5.lora.alpha")
+            "train.save_every_epochs", "train.log_every", "train.dist_timeout_s", "model.t5.lora.alpha",
+            "model.retrieval.texts", "model.retrieval.max_tokens", "eval.rerank_k")
 NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "model.t5.lora.r",
                 "train.keep_epoch_checkpoints", "train.limit_steps", "data.num_workers",
-                "eval.num_logged_pictures",
+                "eval.num_logged_pictures", "train.early_stop", "eval.rerank", "model.retrieval.k",
                 "model.encoder.dropout", "model.projection.dropout")
 
 

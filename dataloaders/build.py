@@ -30,6 +30,7 @@ class Data:
     collate: Collator
     groups: dict[str, str]  # video_name -> motion_type ("all" when absent), for the breakdown
     train_texts: list[str]  # every training target, for the novelty of generated captions
+    retriever: Any = None  # dataloaders.retrieval.Retriever over the training clips, when used
 
 
 def repo_path(path: str | Path) -> Path:
@@ -108,8 +109,35 @@ def build_data(cfg: Any, run_dir: Path, *, main: bool = True, barrier: Callable[
              len(train), len(train_records), train_file, len(val) if val else 0, val_source or "none",
              len(test), test_file)
     groups = {r["video_name"]: r.get("motion_type") or "all" for r in [*val_records, *test_records]}
-    return Data(train, val, test, tokenizer, Collator(tokenizer, max_target_len=cfg.data.max_target_len), groups,
-                texts)
+    retriever = attach_retrieval(cfg, train_records, [(train, train_records), (val, val_records),
+                                                      (test, test_records)])
+    r = cfg.model.retrieval
+    collate = Collator(tokenizer, max_target_len=cfg.data.max_target_len,
+                       retrieved_texts=r.texts if r.k else 0, retrieved_max_tokens=r.max_tokens)
+    return Data(train, val, test, tokenizer, collate, groups, texts, retriever)
+
+
+def attach_retrieval(cfg: Any, train_records: list, datasets: list[tuple[Any, list]]) -> Any:
+    """The retriever over the training clips (None when neither ``model.retrieval.k`` nor
+    ``eval.rerank`` asks for one), with each dataset's retrieved texts and reranking pools set."""
+    r, rerank_k = cfg.model.retrieval, cfg.eval.rerank_k if cfg.eval.rerank else 0
+    if not (r.k or rerank_k):
+        return None
+    from dataloaders.retrieval import Retriever
+
+    retriever = Retriever.from_records(train_records)
+    for dataset, records in datasets:
+        if dataset is None:
+            continue
+        names = [rec["video_name"] for rec in records]
+        if r.k:
+            dataset.set_retrieved(dict(zip(names, retriever.texts(records, r.k, r.exclude))), "retrieved")
+        if rerank_k:
+            dataset.set_retrieved(dict(zip(names, retriever.texts(records, rerank_k, r.exclude))), "pool")
+    log.info("retrieval over %d training clips: %d neighbours' texts as input (%d kept), rerank pool of %d "
+             "neighbours; a clip never retrieves %s", len(train_records), r.k, r.texts if r.k else 0,
+             rerank_k, "its own learner" if r.exclude == "learner" else "itself")
+    return retriever
 
 
 def validation_records(d: Any, train_records: list, train_file: Path, val_file: Path | None,

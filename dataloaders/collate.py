@@ -41,9 +41,12 @@ class Collator:
     ``references``, ``motion_types``. ``T`` is the longest clip in this batch.
     """
 
-    def __init__(self, tokenizer: Any = None, max_target_len: int = 128, cache_limit: int = 200_000) -> None:
+    def __init__(self, tokenizer: Any = None, max_target_len: int = 128, cache_limit: int = 200_000,
+                 retrieved_texts: int = 0, retrieved_max_tokens: int = 40) -> None:
         self.tokenizer = tokenizer
         self.max_target_len = max_target_len
+        self.retrieved_texts = retrieved_texts  # retrieved texts per clip placed on the encoder side
+        self.retrieved_max_tokens = retrieved_max_tokens  # tokens kept of each
         self.cache_limit = cache_limit
         self._ids: dict[str, list[int]] = {}  # text -> token ids (truncated, with eos, unpadded)
 
@@ -62,7 +65,28 @@ class Collator:
             "texts": texts,
             "references": [item["references"] for item in items],
             "motion_types": [item.get("motion_type") for item in items],
+            "pools": [item.get("pool") for item in items],
+            **self._retrieved(items),
         }
+
+    def _retrieved(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """``retrieved_ids`` (N, R) and ``retrieved_mask`` (N, R): the first ``retrieved_texts``
+        retrieved texts of each clip, each cut to ``retrieved_max_tokens`` tokens and ended by
+        the end-of-sequence token, one after another; zero-padded (mask 0). Empty without a
+        tokenizer or when the items carry no retrieved texts."""
+        if self.tokenizer is None or not self.retrieved_texts or items[0].get("retrieved") is None:
+            return {}
+        eos = self.tokenizer.eos_token_id
+        rows = []
+        for item in items:
+            texts = (item.get("retrieved") or [])[:self.retrieved_texts]
+            bodies = [ids[:-1] if ids and ids[-1] == eos else ids for ids in self._token_ids(texts)]
+            row = [i for body in bodies for i in body[:self.retrieved_max_tokens - 1] + [eos]]
+            rows.append(row or [eos])
+        longest = max(len(r) for r in rows)
+        ids = torch.tensor([r + [0] * (longest - len(r)) for r in rows], dtype=torch.long)  # (N, R)
+        mask = torch.tensor([[1] * len(r) + [0] * (longest - len(r)) for r in rows], dtype=torch.long)
+        return {"retrieved_ids": ids, "retrieved_mask": mask}
 
     @staticmethod
     def _standards(items: Sequence[dict[str, Any]], t_max: int) -> torch.Tensor | None:

@@ -107,6 +107,7 @@ class MotionTextDataset(Dataset):
             dup = next(n for n in names if names.count(n) > 1)
             raise DataError(f"{source}: video_name {dup!r} appears more than once")
         self._items = self._build_items()
+        self.retrieved: dict[str, dict[str, list[str]]] = {}  # field -> video_name -> texts (set_retrieved)
         self._choice = np.zeros(len(self._clips), dtype=np.int64)
         self.set_epoch(0)
 
@@ -215,7 +216,22 @@ class MotionTextDataset(Dataset):
             "text": clip.targets[text_index],
             "references": clip.references,
             "motion_type": clip.motion_type,
+            **{field: texts.get(clip.video_name) for field, texts in self.retrieved.items()},
         }
+
+    def set_retrieved(self, texts: Mapping[str, Sequence[str]], field: str = "retrieved") -> None:
+        """Give every item a ``field`` of retrieved training texts (see :mod:`dataloaders.retrieval`):
+        ``"retrieved"`` (the encoder-side input) or ``"pool"`` (what candidates are reranked
+        against), from ``{video_name: texts}``, which must cover every clip."""
+        missing = [c.video_name for c in self._clips if c.video_name not in texts]
+        if missing:
+            raise ValueError(f"retrieved texts missing for {len(missing)} clip(s), e.g. {missing[:3]}")
+        self.retrieved[field] = {c.video_name: list(texts[c.video_name]) for c in self._clips}
+
+    def sample_lengths(self) -> list[int]:
+        """Frames of each sample's clip, in sample order (for length-grouped batches)."""
+        lengths = self.clip_lengths()
+        return [lengths[c] for c, _ in self._items]
 
     def clip_ids(self) -> list[str]:
         """Unique video names in dataset order."""

@@ -242,18 +242,37 @@ def build_dataset(model: Any, cfg: Any, records: Sequence[dict],
 
     with_std = uses_standards(model, standards)
     segment = choose_segment(segment, cfg, records, standards if with_std else None)
-    return MotionTextDataset(records, standards if with_std else None, segment=segment,
-                             normalise=cfg.data.normalise, reference=with_std, train=False,
-                             seed=cfg.seed, source=source,
-                             min_frames=cfg.model.encoder.temporal_kernel, on_bad="strict")
+    dataset = MotionTextDataset(records, standards if with_std else None, segment=segment,
+                                normalise=cfg.data.normalise, reference=with_std, train=False,
+                                seed=cfg.seed, source=source,
+                                min_frames=cfg.model.encoder.temporal_kernel, on_bad="strict")
+    retriever, r = getattr(model, "retriever", None), cfg.model.retrieval
+    if retriever is not None:  # the run's retrieval, over its training clips (stored in the checkpoint)
+        names = [str(rec["video_name"]) for rec in records]
+        if r.k:
+            dataset.set_retrieved(dict(zip(names, retriever.texts(records, r.k, r.exclude))), "retrieved")
+        dataset.set_retrieved(dict(zip(names, retriever.texts(records, cfg.eval.rerank_k, r.exclude))), "pool")
+    return dataset
 
 
-def iter_batches(dataset: Any, batch_size: int, device: torch.device | str = "cpu"
-                 ) -> Iterator[dict[str, Any]]:
-    """Collated batches in dataset order, tensors on ``device`` (no labels: nothing to train)."""
+def collator_for(model: Any, cfg: Any) -> Any:
+    """The collate function of inference: no labels; the retrieved texts' tokens when the
+    model reads them."""
     from dataloaders.collate import Collator
 
-    collate = Collator(tokenizer=None)
+    r = cfg.model.retrieval
+    if getattr(model, "retriever", None) is None or not r.k:
+        return Collator(tokenizer=None)
+    return Collator(model.tokenizer, max_target_len=cfg.data.max_target_len, retrieved_texts=r.texts,
+                    retrieved_max_tokens=r.max_tokens)
+
+
+def iter_batches(dataset: Any, batch_size: int, device: torch.device | str = "cpu", collate: Any = None
+                 ) -> Iterator[dict[str, Any]]:
+    """Collated batches in dataset order, tensors on ``device`` (by default without labels)."""
+    from dataloaders.collate import Collator
+
+    collate = collate or Collator(tokenizer=None)
     for start in range(0, len(dataset), batch_size):
         batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -289,13 +308,15 @@ def generation_kwargs(num_beams: int = 1, sample: bool = False, temperature: flo
 def caption_records(model: Any, cfg: Any, records: Sequence[dict],
                     standards: Mapping[str, np.ndarray] | None = None, *, batch_size: int = 16,
                     segment: str = "auto", seed: int = 0, progress: bool = False,
-                    source: str = "<inputs>", **generate: Any) -> dict[str, list[str]]:
+                    source: str = "<inputs>", rerank: int = 0, **generate: Any) -> dict[str, list[str]]:
     """``{video_name: [texts]}``: ``num_return_sequences`` texts per clip, clips in input order.
 
     ``records`` carry their standard's name in ``motion_type`` (see :func:`pair_with_standards`).
     ``generate`` are ``T5.generate`` arguments, e.g. from :func:`generation_kwargs` (default:
     greedy, 64 new tokens). ``seed`` makes sampling repeatable. ``source`` names the inputs in
-    error messages (e.g. the files the records came from).
+    error messages (e.g. the files the records came from). ``rerank`` (a retrieval run's
+    ``eval.rerank``): that many beam candidates, and the one with the highest CIDEr-D against
+    the clip's retrieved training texts is the caption (one per clip).
     """
     from tqdm import tqdm
 
@@ -306,10 +327,19 @@ def caption_records(model: Any, cfg: Any, records: Sequence[dict],
     torch.manual_seed(seed)
     model.eval()
     captions: dict[str, list[str]] = {}
-    batches = iter_batches(dataset, batch_size, device)
+    if rerank and getattr(model, "retriever", None) is None:
+        raise UsageError("--rerank needs a run trained with retrieval (model.retrieval.k or eval.rerank)")
+    if rerank:
+        generate.update(num_beams=max(rerank, int(generate.get("num_beams", 1))), num_return_sequences=rerank,
+                        do_sample=False)
+        per_clip = rerank
+    batches = iter_batches(dataset, batch_size, device, collator_for(model, cfg))
     for batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc="captioning",
                       disable=not progress, leave=False):
         texts = model.generate(batch, **generate)  # (N * per_clip,) texts, each clip's together
-        for i, name in enumerate(batch["video_names"]):
-            captions[name] = texts[i * per_clip:(i + 1) * per_clip]
+        groups = [texts[i * per_clip:(i + 1) * per_clip] for i in range(len(batch["video_names"]))]
+        if rerank:
+            from dataloaders.retrieval import rerank as rerank_candidates
+            groups = [[best] for best in rerank_candidates(groups, batch["pools"], model.retriever.df)]
+        captions.update(zip(batch["video_names"], groups))
     return captions

@@ -367,8 +367,9 @@ def _tick_positions(n: int) -> list[int]:
 class ClipAttention:
     """What the captioner attended to while writing one clip's caption.
 
-    ``cross[i, j]``: attention of generated token ``i`` over motion token ``j`` (prefix tokens
-    dropped, rows renormalised to sum to 1; ``prefix_share[i]`` is the mass the prefix had);
+    ``cross[i, j]``: attention of generated token ``i`` over motion token ``j`` (prompt and
+    retrieved-text tokens dropped, rows renormalised to sum to 1; ``prefix_share[i]`` is the mass
+    those non-motion tokens had);
     ``columns`` name the motion tokens (joints for time_pool, frames for skeleton_pool,
     frame:joint for origin); ``node`` is the STA-GCN node attention of the valid frames.
     """
@@ -481,9 +482,10 @@ def _one_clip(model: Any, batch: Mapping[str, Any], i: int, ids: list[int], cros
     n_words = ids.index(eos) + 1 if eos in ids else len(ids)
     ids = ids[:n_words]
     prefix = int(model.prefix_ids.numel())
-    rows = cross[:n_words]  # (W, L)
-    valid = mask[prefix:].astype(bool)  # (L - P,): padded frames are masked out
-    motion = rows[:, prefix:][:, valid]  # (W, L_motion)
+    end = cross.shape[1] - (batch["retrieved_ids"].shape[1] if batch.get("retrieved_ids") is not None else 0)
+    rows = cross[:n_words]  # (W, L): prompt, motion tokens, retrieved texts
+    valid = mask[prefix:end].astype(bool)  # (L_motion,): padded frames are masked out
+    motion = rows[:, prefix:end][:, valid]  # (W, L_motion)
     motion = motion / np.clip(motion.sum(axis=1, keepdims=True), 1e-12, None)
     stride = int(getattr(model.encoder, "temporal_stride_total", 1))
     frames = model.encoder.output_length(int(batch["lengths"][i])) if hasattr(model.encoder, "output_length") \
@@ -492,7 +494,7 @@ def _one_clip(model: Any, batch: Mapping[str, Any], i: int, ids: list[int], cros
     text = model.tokenizer.decode(ids, skip_special_tokens=True).strip()
     return ClipAttention(video_name=batch["video_names"][i], text=text, token_ids=ids,
                          words=_words(model.tokenizer, ids), cross=motion.astype(np.float32),
-                         prefix_share=rows[:, :prefix].sum(axis=1).astype(np.float32),
+                         prefix_share=(rows[:, :prefix].sum(axis=1) + rows[:, end:].sum(axis=1)).astype(np.float32),
                          columns=encoder_columns(policy, motion.shape[1], stride), node=node[:frames],
                          frame_stride=stride, policy=policy)
 

@@ -126,6 +126,8 @@ def plan_runs(cfg: schema.Config, args: argparse.Namespace, root: Path) -> list[
             overrides = [*data_overrides, f"seed={seed}", f"data.val_split.seed={seed}",
                          f"data.val_split.fraction={fraction}", f"data.val_split.group_by={group_by}",
                          f"results_dir={config_path(root)}", f"experiment={name}"]
+            if args.protocol == "new-learner":  # retrieval, like the test clips, never sees the clip's learner
+                overrides.append("model.retrieval.exclude=learner")
             runs.append(Run(name, root / name, overrides, rest, val, split_test))
     return runs
 

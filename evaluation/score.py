@@ -36,6 +36,12 @@ examples:
   python -m evaluation.score --predictions results/boxing/predictions/epoch_0010.json \\
       --references ../shared/data/BX/BX_test.json --out results/boxing/metrics_epoch_0010.json
   python -m evaluation.score --predictions P.json --references test.pkl --allow-missing --no-java
+  python -m evaluation.score --predictions P.json --references test.pkl --train train.pkl
+
+besides the table: distinct captions, self-retrieval R@1 / R@3 (is the captioned clip first /
+in the top 3 when every clip is ranked by the CIDEr-D of the caption against its references?),
+the same for a held-out reference (the ceiling), and with --train the novelty (share of
+captions that are not a verbatim training text).
 
 exit status: 0 on success, 2 on bad input (missing ids, empty captions, unreadable files)."""
 
@@ -189,7 +195,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do not use Java even if installed (pure-Python tokenizer, no METEOR)")
     parser.add_argument("--bertscore-model", type=Path, metavar="DIR",
                         help="local model folder for BERTScore (needs the bert-score package)")
+    parser.add_argument("--train", type=Path, metavar="T.pkl|T.json",
+                        help="the training set (its labels and paraphrases): adds novelty, the share of "
+                             "captions that are not a verbatim training text")
     return parser
+
+
+def quality_figures(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
+                    train_texts: Sequence[str] | None) -> dict[str, float]:
+    """Figures that see through n-gram scores: distinct captions, self-retrieval R@1 / R@3 of the
+    captions and of a held-out reference (the ceiling), and, given the training texts, novelty."""
+    from evaluation.quality import distinct, novelty, reference_ceiling, self_retrieval
+
+    figures: dict[str, float] = {"distinct": distinct(predictions), **self_retrieval(predictions, references)}
+    if any(len(refs) > 1 for refs in references.values()):  # a held-out reference needs another one
+        figures.update({f"ceiling {k}": v for k, v in reference_ceiling(references).items()})
+    if train_texts is not None:
+        figures["novelty"] = novelty(predictions, train_texts)
+    return figures
+
+
+def training_texts_of(path: Path) -> list[str]:
+    """Every label and paraphrase of a training pickle or JSON list of records."""
+    raw = _read_json(path, "training") if path.suffix.lower() == ".json" else _read_dataset_pickle(path)
+    if not isinstance(raw, list):
+        raise InputFileError(f"{path}: expected a list of records with 'labels'")
+    texts = []
+    for index, rec in enumerate(raw):
+        if not isinstance(rec, dict) or "labels" not in rec:
+            raise InputFileError(f"{path}: record {index} has no 'labels'")
+        texts += _as_label_list(rec["labels"]) + list(rec.get("augmented_labels") or [])
+    return texts
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -209,12 +245,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if groups is not None:
         counts.update({g: len(m) for g, m in group_members(list(references), groups).items()})
     print(format_table({"overall": overall, **by_group}, counts))
+    quality = quality_figures(predictions, references, training_texts_of(args.train) if args.train else None)
+    print("  ".join(f"{k} {v:.4g}" for k, v in quality.items()))
     for note in notes:
         print(f"note: {note}")
     document = {
         "predictions": str(args.predictions), "references": str(args.references),
         "tokenizer": "java (pycocoevalcap PTBTokenizer)" if use_java else "python (evaluation.ptb_tokenizer)",
-        "clips": counts, "overall": overall, "by_motion_type": by_group,
+        "clips": counts, "overall": overall, "quality": quality, "by_motion_type": by_group,
         "left_out": missing, "notes": notes,
     }
     out = args.out or default_out_path(args.predictions)

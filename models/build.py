@@ -107,4 +107,8 @@ def model_from_payload(payload: dict, source: str | Path) -> tuple[Captioner, sc
     tokenizer = tokenizer_from_files(payload["tokenizer"])
     model = build_model(cfg, tokenizer, t5_config=record.get("config"))
     model.load_state_dict(payload["model"])
+    if payload.get("retrieval"):
+        from dataloaders.retrieval import Retriever
+
+        model.retriever = Retriever.from_state(payload["retrieval"])
     return model.eval(), cfg

@@ -11,6 +11,12 @@ repeated over time stands in, so the branch sees "how far the pose moved from th
 An optional text ``prompt`` (``model.prompt``, e.g. "Motion Instruction : ") is a task prompt on
 the encoder side: its token embeddings (buffer ``prefix_ids``) are placed before the motion tokens,
 as T5's task prefixes are. Target texts are never changed.
+
+With retrieval (``model.retrieval.k > 0``, :mod:`dataloaders.retrieval`), the texts of the
+nearest training clips arrive as ``retrieved_ids`` / ``retrieved_mask``; their token embeddings
+follow the motion tokens on the encoder side, so the decoder can copy from them and edit them.
+``retriever`` (set by training and by :func:`models.build.load_trained`) finds those texts for
+new clips.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ class Captioner(nn.Module):
         self.tokenizer = tokenizer
         self.reference = reference
         self.last_attention: dict[str, torch.Tensor] = {}
+        self.retriever: Any = None  # dataloaders.retrieval.Retriever of a retrieval model
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         self.register_buffer("prefix_ids", torch.tensor(ids, dtype=torch.long), persistent=False)
 
@@ -74,6 +81,10 @@ class Captioner(nn.Module):
             prompt = prompt.to(tokens.dtype).unsqueeze(0).expand(n, -1, -1)  # (N, P, D)
             tokens = torch.cat([prompt, tokens], dim=1)  # (N, P + L, D)
             token_mask = torch.cat([token_mask.new_ones(n, prompt.shape[1]), token_mask], dim=1)  # (N, P + L)
+        if batch.get("retrieved_ids") is not None:
+            texts = self.t5.get_input_embeddings()(batch["retrieved_ids"]).to(tokens.dtype)  # (N, R, D)
+            tokens = torch.cat([tokens, texts], dim=1)  # (N, L' + R, D)
+            token_mask = torch.cat([token_mask, batch["retrieved_mask"].to(token_mask.dtype)], dim=1)
         return tokens, token_mask
 
     def forward(self, batch: dict) -> torch.Tensor:

@@ -10,6 +10,7 @@ The folder holds::
     tokenizer/             the tokenizer (save_pretrained: JSON files)
     skeleton.safetensors   the STA-GCN encoder's and the projection's weights and buffers
     README.md              a model card: data, metrics from metrics.jsonl, the training command
+    retrieval.json         (retrieval runs) the training clips' motion statistics and texts
 
 Everything is JSON, YAML or safetensors: loading runs no unpickler (T5 is read with
 ``use_safetensors=True``, so a ``pytorch_model.bin`` placed in ``t5/`` is never opened). The
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 FORMAT = "motion2text-export"
 VERSION = 1
 MANIFEST = "export.json"
+RETRIEVAL = "retrieval.json"  # a retrieval model's training clips (features, labels), dataloaders.retrieval
 SKELETON = "skeleton.safetensors"
 CONFIG = "config.yaml"
 CARD = "README.md"
@@ -125,12 +127,15 @@ def write_export(model: Any, cfg: Any, out: str | os.PathLike, *, source: dict, 
                     if not k.startswith("t5.")}
         save_file(skeleton, str(tmp / SKELETON), metadata={"format": FORMAT})
         (tmp / CONFIG).write_text(schema.to_yaml(cfg), encoding="utf-8")
+        files = {"config": CONFIG, "t5": "t5/", "tokenizer": "tokenizer/", "skeleton": SKELETON, "card": CARD}
+        if getattr(model, "retriever", None) is not None:  # the training clips' texts it retrieves from
+            (tmp / RETRIEVAL).write_text(json.dumps(model.retriever.state_dict()), encoding="utf-8")
+            files["retrieval"] = RETRIEVAL
         manifest = {"format": FORMAT, "version": VERSION,
                     "created": datetime.datetime.now().isoformat(timespec="seconds"),
                     "source": source, "adapters": "merged" if settings else "none", "lora": settings,
                     "merge_check": {"max_abs_logit_difference": difference, "tolerance": MERGE_TOLERANCE},
-                    "files": {"config": CONFIG, "t5": "t5/", "tokenizer": "tokenizer/", "skeleton": SKELETON,
-                              "card": CARD}}
+                    "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         (tmp / CARD).write_text(card, encoding="utf-8")
         _usual_modes(tmp)
@@ -335,6 +340,13 @@ def load_export(path: str | os.PathLike, map_location: str | torch.device = "cpu
     if missing or unexpected:
         raise ExportError(f"{path}: {SKELETON} does not fit the config's encoder and projection "
                           f"(missing {missing[:5]}, unexpected {unexpected[:5]})")
+    if (path / RETRIEVAL).is_file():
+        from dataloaders.retrieval import Retriever
+
+        model.retriever = Retriever.from_state(json.loads((path / RETRIEVAL).read_text(encoding="utf-8")))
+    elif cfg.model.retrieval.k or cfg.eval.rerank:
+        raise ExportError(f"{path}: the config retrieves training texts (model.retrieval.k / eval.rerank) "
+                          f"but {RETRIEVAL} is missing")
     log.info("loaded export %s (T5 adapters: %s)", path, manifest.get("adapters"))
     return model.to(map_location).eval(), cfg
 

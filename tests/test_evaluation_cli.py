@@ -76,6 +76,25 @@ def test_scores_table_and_json_equal_the_library(tmp_path, capsys):
     assert f"{doc['overall']['CIDEr']:.4f}" in printed and "note: METEOR left out" in printed
 
 
+def test_distinct_novelty_and_self_retrieval_in_the_json(tmp_path, capsys):
+    from evaluation.quality import reference_ceiling, self_retrieval
+
+    predictions = {**PREDICTIONS, "v4": "Keep the guard up."}  # v1's caption again: 3 distinct
+    preds = write(tmp_path / "p.json", predictions)
+    refs = write(tmp_path / "r.json", RECORDS)
+    train = write(tmp_path / "t.json", [{"video_name": "a", "labels": ["Rotate the hips."],
+                                         "augmented_labels": ["keep the guard up"]}])
+    assert run_cli("--predictions", preds, "--references", refs, "--train", train, "--no-java",
+                   "--out", tmp_path / "m.json") == 0
+    quality = json.loads((tmp_path / "m.json").read_text())["quality"]
+    assert quality["distinct"] == 3
+    assert quality["novelty"] == 0.25  # only v3's caption is new: v2's is a label, v1's (= v4's) a paraphrase
+    references = {r["video_name"]: r["labels"] for r in RECORDS}
+    assert {k: quality[k] for k in ("R@1", "R@3")} == self_retrieval(predictions, references)
+    assert quality["ceiling R@1"] == reference_ceiling(references)["R@1"]
+    assert "distinct 3" in capsys.readouterr().out
+
+
 def test_list_predictions_with_caption_or_text_and_default_out(tmp_path):
     items = [{"video_name": k, ("caption" if n % 2 else "text"): v}
              for n, (k, v) in enumerate(PREDICTIONS.items())]

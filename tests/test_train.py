@@ -113,6 +113,23 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(tmp_path):
     assert len(losses) == 2 and all(0 < x < 20 for x in losses)
 
 
+def test_early_stop_ends_training_and_a_rerun_does_not_train_on(tmp_path):
+    # lr ~ 0: the validation captions cannot change, so the first evaluation stays the best
+    args = tiny(tmp_path, "early", "train.epochs=6", "train.lr=1e-9", "train.early_stop=2")
+    trainer.main(args)
+    run = tmp_path / "early"
+    epochs = [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]  # best at 1, then 2 evaluations without a better score
+    assert "early stop at epoch 3" in (run / "train.log").read_text()
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["state"]["epoch"] == 1
+    assert (run / "test_best_metrics.json").is_file()
+    before = (run / "metrics.jsonl").read_text()
+    trainer.main(args)  # the same command again: nothing more to train
+    assert (run / "metrics.jsonl").read_text() == before
+    last = load_checkpoint(run / "checkpoints" / "last.pt")["state"]
+    assert (last["epoch"], last["stopped_early"]) == (3, True)
+
+
 def test_stop_after_epoch_writes_a_checkpoint_between_saves(tmp_path):
     trainer.main(tiny(tmp_path, "sparse", "train.epochs=3", "train.save_every_epochs=5") + ["--stop_after_epoch", "1"])
     assert load_checkpoint(tmp_path / "sparse" / "checkpoints" / "last.pt")["state"]["epoch"] == 1
