@@ -31,7 +31,7 @@ from dataloaders.sampler import length_grouped_batches, padding_fraction
 from models import lora
 from models.build import build_model, tokenizer_files_of
 from training import checkpoint as ckpt
-from training import distributed, freeze, rng, run
+from training import distributed, freeze, rng, run, scst
 from training.finetune import choose_init_checkpoint, load_finetune_weights, load_init_source
 from training.optim import adamw, amp_settings, linear_warmup_decay
 
@@ -107,6 +107,8 @@ class Progress:
     nonfinite_total: int = 0
     nonfinite_in_row: int = 0
     stopped_early: bool = False  # train.early_stop ended training (a rerun does not train on)
+    stage: str = "ce"  # ce (cross-entropy) | scst (self-critical, after ce; train.scst)
+    scst_start: int = -1  # the epoch at which the self-critical stage began
 
 
 class Trainer:
@@ -122,6 +124,11 @@ class Trainer:
         self.progress = Progress()
         # more entries of every checkpoint: T5's architecture and LoRA settings (and the retrieval state)
         self.extras: dict[str, Any] = {"t5": lora.t5_record(model)}
+
+    def use_scst_optimizer(self) -> None:
+        """The self-critical stage's optimizer: fresh AdamW at the constant ``train.scst.lr``."""
+        self.optimizer = adamw(self.model, self.cfg.train.scst.lr, self.cfg.train.weight_decay, self.dist.device)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
 
     def train_step(self, batch: dict) -> tuple[float, float]:
         """Forward, backward, clip, step; returns (loss, gradient norm) of this rank.
@@ -351,20 +358,31 @@ def score_test(model, data: Data, cfg: schema.Config, dist: distributed.Dist, ru
 
 
 # ============================================================================ one epoch ======
-def train_epoch(trainer: Trainer, data: Data, writer, stop: run.StopRequest, stop_after_step: int) -> bool:
-    """This rank's remaining batches of the current epoch; False when a stop was requested."""
+def train_epoch(trainer: Trainer, data: Data, writer, stop: run.StopRequest, stop_after_step: int,
+                scst_df: Any = None) -> bool:
+    """This rank's remaining batches of the current epoch; False when a stop was requested. In the
+    self-critical stage (``scst_df``: the reward's document frequencies) each batch is a set of
+    clips whose captions are sampled and rewarded before the step."""
     from tqdm import tqdm
 
     p, cfg, dist = trainer.progress, trainer.cfg, trainer.dist
-    batches = epoch_batches(data, cfg, dist, p.epoch)
+    batches = epoch_batches(data, cfg, dist, p.epoch) if scst_df is None else scst_batches(data, cfg, dist, p.epoch)
     loader = batch_loader(data.train, batches[p.batch_in_epoch:], data, cfg, cfg.seed * 100_003 + p.epoch)
-    bar = tqdm(total=len(batches), initial=p.batch_in_epoch, desc=f"epoch {p.epoch + 1}/{cfg.train.epochs}",
+    what = (f"epoch {p.epoch + 1}/{cfg.train.epochs}" if p.stage == "ce" else
+            f"self-critical epoch {p.epoch - p.scst_start + 1}/{cfg.train.scst.epochs}")
+    bar = tqdm(total=len(batches), initial=p.batch_in_epoch, desc=what,
                disable=not dist.main, dynamic_ncols=True, leave=False,
                mininterval=0.5 if sys.stderr.isatty() else 30.0)  # quiet in log files
     t0, seen = time.perf_counter(), 0
     for batch in loader:
         nonfinite_before = p.nonfinite_total
-        loss, grad_norm = trainer.train_step(to_device(batch, dist.device))
+        batch = to_device(batch, dist.device)
+        if scst_df is not None:
+            reward = scst.sample_batch(trainer.model, batch, cfg.train.scst.samples, cfg.train.scst.max_new_tokens,
+                                       scst_df)  # (N, K) CIDEr-D of the sampled captions
+            if writer is not None:
+                writer.add_scalar("train/scst_reward", float(reward.mean()), p.step)
+        loss, grad_norm = trainer.train_step(batch)
         if writer is not None and p.nonfinite_total != nonfinite_before:
             writer.add_scalar("train/nonfinite_steps", p.nonfinite_total, p.step)
         seen += len(batch["video_names"]) * dist.world
@@ -427,6 +445,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = trainer.progress
     resumed = resume is not None
     if resumed:
+        if resume[1].get("state", {}).get("stage") == "scst":
+            trainer.use_scst_optimizer()  # the optimizer the checkpoint's state belongs to
         trainer.load_state_dict(resume[1])
         p = trainer.progress
         log.info("resumed from %s: epoch %d, step %d", resume[0], p.epoch, p.step)
@@ -447,31 +467,22 @@ def main(argv: list[str] | None = None) -> dict:
             if dist.main:
                 log_evaluation(run_dir, writer, trainer, results, data)
         model.train()
-        while p.epoch < cfg.train.epochs and not p.stopped_early:
-            if not train_epoch(trainer, data, writer, stop, args.stop_after_step):
+        scst_df = None
+        while True:
+            if p.stage == "ce" and (p.epoch >= cfg.train.epochs or p.stopped_early):
+                if not cfg.train.scst.epochs:
+                    break
+                begin_scst(trainer, run_dir, data)
+            if p.stage == "scst":
+                if p.epoch >= p.scst_start + cfg.train.scst.epochs:
+                    break
+                scst_df = scst_df or scst.reward_corpus(list(data.train.references().values()))
+            if not train_epoch(trainer, data, writer, stop, args.stop_after_step, scst_df):
                 trainer.save(run_dir, tok_files, epoch_file=False)
                 log.info("stopped on request at epoch %d, step %d; run the same command to resume",
                          p.epoch + 1, p.step)
                 return {}
-            epoch_loss = trainer.epoch_mean_loss()
-            p.epoch, p.batch_in_epoch, p.epoch_loss_sum, p.epoch_loss_count = p.epoch + 1, 0, 0.0, 0
-            log.info("epoch %d: mean training loss %.4f", p.epoch, epoch_loss)
-            if writer is not None:
-                writer.add_scalar("train/epoch_loss", epoch_loss, p.step)
-            if p.epoch % cfg.eval.every == 0 or p.epoch == cfg.train.epochs:
-                results = periodic_evaluation(model, data, cfg, dist)
-                if dist.main:
-                    log_evaluation(run_dir, writer, trainer, results, data, train_loss=epoch_loss)
-                    if "val" in results:
-                        keep_best(run_dir, trainer, results["val"][1], tok_files)
-                p.best_score, p.best_epoch = distributed.broadcast_object((p.best_score, p.best_epoch), dist)
-                p.stopped_early = validation_has_stalled(p, cfg, data)
-            stopping = bool(args.stop_after_epoch) and p.epoch >= args.stop_after_epoch
-            if (p.epoch % cfg.train.save_every_epochs == 0 or p.epoch == cfg.train.epochs or stopping
-                    or p.stopped_early):
-                trainer.save(run_dir, tok_files, epoch_file=True)
-            if stopping:
-                log.info("stopping after epoch %d as asked (--stop_after_epoch)", p.epoch)
+            if finish_epoch(trainer, data, run_dir, writer, tok_files, args.stop_after_epoch):
                 return {}
     check_replicas(model, dist)
     if writer is not None:
@@ -480,6 +491,56 @@ def main(argv: list[str] | None = None) -> dict:
         log.info("done: best validation %s %.4f at epoch %d", cfg.eval.metric, p.best_score, p.best_epoch)
     # the test split, once, on the checkpoint chosen on validation (the last one without validation)
     return score_test(model, data, cfg, dist, run_dir, "best" if data.val is not None else "last")
+
+
+def finish_epoch(trainer: Trainer, data: Data, run_dir: Path, writer, tok_files: dict, stop_after_epoch: int) -> bool:
+    """Log the epoch's loss; evaluate (validation keeps best.pt), check for an early stop and save
+    at the chosen epochs. True when ``--stop_after_epoch`` asks to stop here."""
+    p, cfg, dist = trainer.progress, trainer.cfg, trainer.dist
+    epoch_loss = trainer.epoch_mean_loss()
+    p.epoch, p.batch_in_epoch, p.epoch_loss_sum, p.epoch_loss_count = p.epoch + 1, 0, 0.0, 0
+    log.info("epoch %d: mean %s loss %.4f", p.epoch, "training" if p.stage == "ce" else "self-critical", epoch_loss)
+    if writer is not None:
+        writer.add_scalar("train/epoch_loss", epoch_loss, p.step)
+    last = cfg.train.epochs if p.stage == "ce" else p.scst_start + cfg.train.scst.epochs
+    if p.epoch % cfg.eval.every == 0 or p.epoch == last:
+        results = periodic_evaluation(trainer.model, data, cfg, dist)
+        if dist.main:
+            log_evaluation(run_dir, writer, trainer, results, data, train_loss=epoch_loss)
+            if "val" in results:
+                keep_best(run_dir, trainer, results["val"][1], tok_files)
+        p.best_score, p.best_epoch = distributed.broadcast_object((p.best_score, p.best_epoch), dist)
+        p.stopped_early = p.stage == "ce" and validation_has_stalled(p, cfg, data)
+    stopping = bool(stop_after_epoch) and p.epoch >= stop_after_epoch
+    if p.epoch % cfg.train.save_every_epochs == 0 or p.epoch == last or stopping or p.stopped_early:
+        trainer.save(run_dir, tok_files, epoch_file=True)
+    if stopping:
+        log.info("stopping after epoch %d as asked (--stop_after_epoch)", p.epoch)
+    return stopping
+
+
+def begin_scst(trainer: Trainer, run_dir: Path, data: Data) -> None:
+    """Enter the self-critical stage: from best.pt (the cross-entropy model validation chose) when
+    there is one, with a fresh optimizer at ``train.scst.lr``."""
+    p = trainer.progress
+    best = run_dir / "checkpoints" / "best.pt"
+    if data.val is not None and best.is_file():
+        trainer.model.load_state_dict(ckpt.load_checkpoint(best)["model"])
+        log.info("self-critical stage starts from best.pt (validation %s %.4f at epoch %d)",
+                 trainer.cfg.eval.metric, p.best_score, p.best_epoch)
+    trainer.use_scst_optimizer()
+    p.stage, p.scst_start, p.batch_in_epoch = "scst", p.epoch, 0
+    s = trainer.cfg.train.scst
+    log.info("self-critical stage: %d epochs, %d samples per clip, lr %g, reward CIDEr-D", s.epochs, s.samples, s.lr)
+
+
+def scst_batches(data: Data, cfg: schema.Config, dist: distributed.Dist, epoch: int) -> list[list[int]]:
+    """This rank's self-critical batches of one epoch: every training clip once (its first sample)."""
+    clips = data.train.clip_sample_indices()
+    lengths = data.train.sample_lengths()
+    local = length_grouped_batches([lengths[i] for i in clips], cfg.train.scst.batch_size, world=dist.world,
+                                   rank=dist.rank, seed=cfg.seed, epoch=epoch)
+    return [[clips[j] for j in batch] for batch in local]
 
 
 def validation_has_stalled(p: Progress, cfg: schema.Config, data: Data) -> bool:

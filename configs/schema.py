@@ -137,6 +137,15 @@ class ModelConfig:
 
 
 @dataclass
+class ScstConfig:
+    epochs: int = 0  # self-critical epochs after cross-entropy training, from best.pt (0: none)
+    samples: int = 5  # captions sampled per clip; each one's baseline is the mean reward of the others
+    lr: float = 5.0e-5  # constant
+    batch_size: int = 8  # clips per step (each with `samples` captions)
+    max_new_tokens: int = 48
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 20
     batch_size: int = 16  # per process
@@ -157,6 +166,7 @@ class TrainConfig:
     limit_steps: int = 0  # stop each epoch after this many steps (0: no limit); for smoke tests
     dist_timeout_s: int = 900  # how long a collective waits for a silent peer before the run fails
     freeze: list[str] = field(default_factory=list)  # parts without gradient (training/freeze.py)
+    scst: ScstConfig = field(default_factory=ScstConfig)  # self-critical sequence training (training/scst.py)
 
 
 @dataclass
@@ -207,10 +217,11 @@ POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.
             "eval.num_beams", "eval.max_new_tokens", "data.max_target_len",
             "model.tokenizer.vocab_size", "model.encoder.temporal_kernel", "train.max_nonfinite",
             "train.save_every_epochs", "train.log_every", "train.dist_timeout_s", "model.t5.lora.alpha",
-            "model.retrieval.texts", "model.retrieval.max_tokens", "eval.rerank_k")
+            "model.retrieval.texts", "model.retrieval.max_tokens", "eval.rerank_k", "train.scst.lr",
+            "train.scst.batch_size", "train.scst.max_new_tokens")
 NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "model.t5.lora.r",
                 "train.keep_epoch_checkpoints", "train.limit_steps", "data.num_workers",
-                "eval.num_logged_pictures", "train.early_stop", "eval.rerank", "model.retrieval.k",
+                "eval.num_logged_pictures", "train.early_stop", "eval.rerank", "model.retrieval.k", "train.scst.epochs",
                 "model.encoder.dropout", "model.projection.dropout")
 
 
@@ -287,6 +298,9 @@ def validate(cfg: Config) -> Config:
     if len(enc.channels) != len(enc.strides):
         raise ConfigError(f"model.encoder.strides: expected {len(enc.channels)} entries (one per "
                           f"channel entry), found {len(enc.strides)}")
+    if cfg.train.scst.epochs and cfg.train.scst.samples < 2:
+        raise ConfigError(f"train.scst.samples: expected 2 or more (each sample's baseline is the mean reward "
+                          f"of the others), found {cfg.train.scst.samples!r}")
     if not 0.0 <= cfg.data.val_split.fraction < 1.0:
         raise ConfigError(f"data.val_split.fraction: expected a number in [0, 1), found {cfg.data.val_split.fraction!r}")
     _validate_lists(cfg)

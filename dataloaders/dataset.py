@@ -228,6 +228,13 @@ class MotionTextDataset(Dataset):
             raise ValueError(f"retrieved texts missing for {len(missing)} clip(s), e.g. {missing[:3]}")
         self.retrieved[field] = {c.video_name: list(texts[c.video_name]) for c in self._clips}
 
+    def clip_sample_indices(self) -> list[int]:
+        """One sample index per clip (its first), in clip order: a clip-level pass over the data."""
+        first: dict[int, int] = {}
+        for index, (clip, _) in enumerate(self._items):
+            first.setdefault(clip, index)
+        return [first[c] for c in sorted(first)]
+
     def sample_lengths(self) -> list[int]:
         """Frames of each sample's clip, in sample order (for length-grouped batches)."""
         lengths = self.clip_lengths()

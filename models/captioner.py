@@ -95,8 +95,28 @@ class Captioner(nn.Module):
         ``torch.compile`` recompile the forward at every step (``python -m bench.train_step --compile``).
         """
         embeds, attn = self.encode(batch)
+        if batch.get("sampled_ids") is not None:
+            return self.self_critical_loss(embeds, attn, batch["sampled_ids"], batch["advantages"])
         out = self.t5(inputs_embeds=embeds, attention_mask=attn, labels=batch["labels"], use_cache=False)
         return out.loss
+
+    def sequence_log_probs(self, embeds: torch.Tensor, attn: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
+        """Summed log-probabilities (N * K,) of sampled captions (N * K, 1 + T) (the decoder start
+        token first, as ``generate`` returns them), through each one's first end-of-sequence token."""
+        k = sampled.shape[0] // embeds.shape[0]
+        embeds, attn = embeds.repeat_interleave(k, dim=0), attn.repeat_interleave(k, dim=0)  # (N * K, L, D)
+        targets = sampled[:, 1:]  # (N * K, T)
+        logits = self.t5(inputs_embeds=embeds, attention_mask=attn, decoder_input_ids=sampled[:, :-1],
+                         use_cache=False).logits  # (N * K, T, V)
+        token = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (N * K, T)
+        is_eos = (targets == self.t5.config.eos_token_id).long()
+        before_end = (is_eos.cumsum(dim=1) - is_eos) == 0  # tokens up to and including the first EOS
+        return (token * before_end).sum(dim=1)
+
+    def self_critical_loss(self, embeds: torch.Tensor, attn: torch.Tensor, sampled: torch.Tensor,
+                           advantages: torch.Tensor) -> torch.Tensor:
+        """``-mean((r - b) * log p(sample))`` (training/scst.py)."""
+        return -(advantages * self.sequence_log_probs(embeds, attn, sampled)).mean()
 
     @torch.no_grad()
     def generate(self, batch: dict, **generation: Any) -> list[str]:
