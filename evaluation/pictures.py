@@ -685,7 +685,7 @@ def clip_pictures(model: Any, cfg: Any, record: Mapping[str, Any],
 
     dataset = inference.build_dataset(model, cfg, [dict(record)], standards, segment)
     device = next(model.parameters()).device
-    batch = next(inference.iter_batches(dataset, 1, device))
+    batch = next(inference.iter_batches(dataset, 1, device, inference.collator_for(model, cfg)))
     attn = clip_attention(model, batch, layers=layers, **generate)[0]
     offset = int(record.get(f"{dataset.segment}_start_frame") or 0) if dataset.segment != "none" else 0
     out, stem = Path(out_dir), _safe_stem(attn.video_name)

@@ -214,3 +214,19 @@ def test_export_carries_the_retrieval_state_and_captions_alike(retrieval_run, tm
     from models.export import ExportError
     with pytest.raises(ExportError, match="retrieval.json is missing"):
         load_export(out)
+
+
+def test_cross_attention_pictures_keep_the_motion_tokens_only(retrieval_run):
+    from dataloaders.records import load_records, load_standards
+    from evaluation import inference, pictures
+
+    model, cfg, _ = inference.load_model(run=retrieval_run, device="cpu")
+    standards = load_standards(retrieval_run / "data" / "standard.pkl")
+    records = load_records(retrieval_run / "data" / "test.pkl", standards=standards)[:2]
+    dataset = inference.build_dataset(model, cfg, records, standards, source="test")
+    batch = inference.collator_for(model, cfg)([dataset[i] for i in range(len(dataset))])
+    motion_tokens = model.encode({k: v for k, v in batch.items() if k != "retrieved_ids"})[0].shape[1]
+    for attn in pictures.clip_attention(model, batch, max_new_tokens=4):
+        assert attn.cross.shape[1] == motion_tokens  # time_pool: one token per joint
+        np.testing.assert_allclose(attn.cross.sum(axis=1), 1.0, atol=1e-5)
+        assert (attn.prefix_share > 0).all()  # the retrieved texts hold some of the attention
