@@ -6,7 +6,9 @@
         --video_name 4_back_3 --standard ../shared/data/BX/BX_standard.pkl --num_beams 4
 
 Inputs: motion ``.npy`` files ([T, 22, 3] or [T, 66]; HumanML3D's new_joints/*.npy are
-[T, 22, 3]) and dataset pickles (all clips, or those named by --video_name). Features are built
+[T, 22, 3]), dataset pickles (all clips, or those named by --video_name) and HybrIK's saved
+results (res.pk; see python -m dataloaders.hybrik --help), converted to the axes and units of
+the run's training data (--hybrik_frame). Features are built
 exactly as in training (the run's normalisation and segment). A model with the reference branch
 compares each clip with its standard (--standard); without one, the clip's first frame repeated
 stands in, as in pretraining.
@@ -33,7 +35,7 @@ temporal kernel included, as in training) and conflicting options."""
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("inputs", nargs="+", help="motion .npy files and/or dataset .pkl files")
+    p.add_argument("inputs", nargs="+", help="motion .npy files, dataset .pkl files and/or HybrIK results (res.pk)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="a run folder results/<experiment> (uses checkpoints/best.pt, else "
                                      "last.pt) or an export folder (python -m models.export)")
@@ -41,6 +43,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--video_name", action="append", help="caption only this clip of the pickle(s) (repeatable)")
     p.add_argument("--standard", help="standard motion: a standard pickle or a .npy")
     p.add_argument("--motion_type", help="which standard of the --standard pickle to use for every clip")
+    p.add_argument("--hybrik_frame", default="auto", choices=("auto", "project", "hybrik"),
+                   help="axes and units of HybrIK inputs: project (metres, y up), hybrik (HybrIK's own, "
+                        "as BX / FS), auto: those of the run's training data")
     p.add_argument("--segment", default="auto", choices=("auto", "none", "gt", "aligned", "error"),
                    help="crop clips as in training (auto: the run's data.segment where the fields exist)")
     p.add_argument("--num_beams", type=int, default=1, help="beam search width (default 1: greedy)")
@@ -72,9 +77,10 @@ def run(args: argparse.Namespace) -> dict[str, list[str]]:
         raise inf.UsageError("--motion_type picks a standard of --standard FILE; give --standard too")
     if args.batch_size < 1:
         raise inf.UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
-    records = inf.records_from_inputs(args.inputs, args.video_name)
-    model, cfg, _ = inf.load_model(args.run, args.ckpt, args.device)
-    standards = read_standards_for(model, args)
+    model, cfg, ckpt_path = inf.load_model(args.run, args.ckpt, args.device)
+    frame = (lambda: inf.data_frame(cfg, ckpt_path)) if args.hybrik_frame == "auto" else args.hybrik_frame
+    records = inf.records_from_inputs(args.inputs, args.video_name, hybrik_frame=frame)
+    standards = read_standards_for(model, args, frame)
     if standards:
         records = inf.pair_with_standards(records, standards,
                                            inf.standard_for_every_clip(args.standard, args.motion_type))
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace) -> dict[str, list[str]]:
     return captions
 
 
-def read_standards_for(model, args: argparse.Namespace):
+def read_standards_for(model, args: argparse.Namespace, hybrik_frame="project"):
     """The standards the model's reference branch will use, with a note when there are none."""
     from evaluation import inference as inf
 
@@ -104,7 +110,7 @@ def read_standards_for(model, args: argparse.Namespace):
         print("note: no --standard given: the first frame of each clip repeated stands in for the "
               "standard (as in pretraining)", file=sys.stderr)
         return None
-    return inf.read_standards(args.standard, args.motion_type)
+    return inf.read_standards(args.standard, args.motion_type, hybrik_frame)
 
 
 def print_captions(captions: dict[str, list[str]], as_json: bool) -> None:
@@ -118,6 +124,7 @@ def print_captions(captions: dict[str, list[str]], as_json: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from dataloaders.records import DataError
+    from dataloaders.safe_pickle import UnsafePickleError
     from evaluation.inference import UsageError
     from training.checkpoint import CheckpointError
 
@@ -125,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="note: %(message)s", stream=sys.stderr)
     try:
         run(args)
-    except (DataError, UsageError, CheckpointError, FileNotFoundError) as exc:
+    except (DataError, UnsafePickleError, UsageError, CheckpointError, FileNotFoundError) as exc:
         message = " ".join(str(exc).split())  # one line
         print(f"caption.py: error: {message}", file=sys.stderr)
         return 2

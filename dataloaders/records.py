@@ -41,7 +41,7 @@ from .skeleton import NUM_JOINTS
 __all__ = [
     "DataError", "Record", "SEGMENTS", "SEGMENT_FIELDS", "ON_BAD", "load_records",
     "load_standards", "validate_records", "validate_record", "segment_key", "segment_span",
-    "DataFileNotFound",
+    "DataFileNotFound", "read_pickle",
 ]
 
 log = logging.getLogger(__name__)
@@ -291,8 +291,9 @@ def validate_records(raw: Any, source: str, *, need_labels: bool = True,
 # ---------------------------------------------------------------------------------------------
 # Files.
 
-def _read_pickle(path: str | os.PathLike) -> Any:
-    """Unpickle ``path`` safely; a missing or unreadable file is a DataError naming it."""
+def read_pickle(path: str | os.PathLike) -> Any:
+    """Unpickle ``path`` with the restricted unpickler; a missing or unreadable file is a
+    DataError naming it (a refused global is :class:`~dataloaders.safe_pickle.UnsafePickleError`)."""
     path = Path(path)
     if not path.is_file():
         raise DataFileNotFound(f"{path}: dataset file not found")
@@ -321,11 +322,11 @@ def load_records(path: str | os.PathLike, *, need_labels: bool = True,
         on_bad: ``"strict"`` raises on the first bad record; ``"skip"`` drops bad records with
             one counted warning.
     """
-    return validate_records(_read_pickle(path), str(path), need_labels=need_labels,
+    return validate_records(read_pickle(path), str(path), need_labels=need_labels,
                             standards=standards, on_bad=on_bad)
 
 
 def load_standards(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a standard file: ``{video_name (= motion type): float32 [T, 22, 3]}``."""
-    records = validate_records(_read_pickle(path), str(path), need_labels=False)
+    records = validate_records(read_pickle(path), str(path), need_labels=False)
     return {rec["video_name"]: rec["coordinates"] for rec in records}

@@ -5,9 +5,13 @@ clip is read, paired with its standard and turned into features in one place:
 
 * :func:`read_motion`: a ``.npy`` of ``[T, 22, 3]`` or ``[T, 66]`` (a HumanML3D ``new_joints``
   file is ``[T, 22, 3]``) -> float32 ``[T, 22, 3]``, with errors that name the file.
-* :func:`records_from_inputs`: ``.npy`` files and dataset pickles (read with the restricted
-  unpickler of :mod:`dataloaders.records`) -> validated records, optionally only some
+* :func:`records_from_inputs`: ``.npy`` files, dataset pickles and HybrIK results (``res.pk``,
+  or any pickle holding a dict: :mod:`dataloaders.hybrik`), all read with the restricted
+  unpickler of :mod:`dataloaders.records` -> validated records, optionally only some
   ``video_name`` s.
+* :func:`run_data_files` / :func:`data_frame`: a run's test and standard pickles, and the axes
+  and units (:data:`dataloaders.hybrik.FRAMES`) its clips are in, so that a HybrIK result is
+  converted to what the model was trained on.
 * :func:`read_standards` / :func:`pair_with_standards`: the standard of each clip, for a model
   with the reference branch (``model.reference == "subtract"``).
 * :func:`caption_records`: records -> ``{video_name: [texts]}`` through
@@ -23,23 +27,25 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from dataloaders.records import DataError, DataFileNotFound, load_records, load_standards, segment_span, \
+from dataloaders import hybrik
+from dataloaders.records import DataError, DataFileNotFound, read_pickle, segment_span, \
     validate_records
 from dataloaders.skeleton import NUM_JOINTS
 
 __all__ = ["UsageError", "MOTION_SUFFIXES", "DATASET_SUFFIXES", "load_model", "read_motion",
-           "records_from_inputs", "read_standards", "standard_for_every_clip", "pair_with_standards", "choose_segment",
+           "records_from_inputs", "run_data_files", "data_frame", "read_standards", "standard_for_every_clip", "pair_with_standards", "choose_segment",
            "build_dataset", "iter_batches", "generation_kwargs", "caption_records", "uses_standards"]
 
 log = logging.getLogger("motion2text.inference")
 
 MOTION_SUFFIXES = (".npy",)
-DATASET_SUFFIXES = (".pkl", ".pickle")
+DATASET_SUFFIXES = (".pkl", ".pickle")  # a dataset, or a HybrIK result when the pickle holds a dict
+HYBRIK_SUFFIXES = (".pk",)  # HybrIK's demos write res.pk
 MOTION_EXPECTED = f"a numeric array [T, {NUM_JOINTS}, 3] or [T, {NUM_JOINTS * 3}] with T >= 2 and finite values"
 
 
@@ -101,20 +107,31 @@ def _unique_name(path: Path, taken: set[str]) -> str:
     return path.stem if path.stem not in taken else str(path)
 
 
-def _records_of_pickle(path: Path, video_names: Sequence[str] | None) -> list[dict]:
-    records = load_records(path, need_labels=False)
+def _records_of_pickle(path: Path, video_names: Sequence[str] | None, taken: set[str],
+                       hybrik_frame: str | Callable[[], str]) -> list[dict]:
+    """A dataset pickle's records (only ``video_names`` when given), or a HybrIK result's clip."""
+    raw = read_pickle(path)
+    if hybrik.is_hybrik_result(raw) or path.suffix.lower() in HYBRIK_SUFFIXES:
+        frame = hybrik_frame() if callable(hybrik_frame) else hybrik_frame
+        name = hybrik.clip_name(path)
+        return [hybrik.record_of_result(raw, path, frame, video_name=name if name not in taken else str(path))]
+    records = validate_records(raw, str(path), need_labels=False)
     if not video_names:
         return records
     wanted = set(video_names)
     return [rec for rec in records if rec["video_name"] in wanted]
 
 
-def records_from_inputs(paths: Sequence[str | Path],
-                        video_names: Sequence[str] | None = None) -> list[dict]:
-    """Validated records (``need_labels=False``) of motion ``.npy`` files and dataset pickles.
+def records_from_inputs(paths: Sequence[str | Path], video_names: Sequence[str] | None = None,
+                        hybrik_frame: str | Callable[[], str] = "project") -> list[dict]:
+    """Validated records (``need_labels=False``) of motion ``.npy`` files, dataset pickles and
+    HybrIK results.
 
     A ``.npy`` becomes one record named after the file's stem (``labels`` empty). A pickle gives
     all its records, or with ``video_names`` only those; a name found in no pickle is an error.
+    A HybrIK result (a ``.pk``, or a pickle holding a dict) becomes one record named after its
+    folder (:func:`dataloaders.hybrik.clip_name`), converted to ``hybrik_frame`` (a name of
+    :data:`dataloaders.hybrik.FRAMES`, or a function called once when a HybrIK input is met).
     """
     if not paths:
         raise UsageError("no input files given")
@@ -127,11 +144,11 @@ def records_from_inputs(paths: Sequence[str | Path],
             name = _unique_name(path, taken)
             found = validate_records([{"video_name": name, "coordinates": read_motion(path), "labels": []}],
                                      str(path), need_labels=False)
-        elif suffix in DATASET_SUFFIXES:
-            found = _records_of_pickle(path, video_names)
+        elif suffix in DATASET_SUFFIXES + HYBRIK_SUFFIXES:
+            found = _records_of_pickle(path, video_names, taken, hybrik_frame)
         else:
             raise DataError(f"{path}: unsupported input; expected a motion .npy ([T, 22, 3] or "
-                            f"[T, 66]) or a dataset pickle (.pkl)")
+                            f"[T, 66]), a dataset pickle (.pkl) or a HybrIK result (res.pk)")
         for rec in found:
             if rec["video_name"] in taken:
                 raise DataError(f"{path}: video_name {rec['video_name']!r} was already read from "
@@ -148,19 +165,59 @@ def records_from_inputs(paths: Sequence[str | Path],
     return records
 
 
-# ============================================================================ standards ======
-def read_standards(path: str | Path, motion_type: str | None = None) -> dict[str, np.ndarray]:
-    """``{name: [T, 22, 3]}`` from a standard pickle (only ``motion_type`` when given) or a ``.npy``.
+# ============================================================================ a run's data ===
+def run_data_files(cfg: Any, ckpt_path: str | Path | None = None) -> tuple[Path | None, Path | None]:
+    """(test pickle, standard pickle) of the run a checkpoint belongs to, each None when absent.
 
-    A ``.npy`` standard is named ``motion_type`` when given, else after its file's stem.
+    Synthetic runs keep their data in ``<run>/data/`` (the run folder is the checkpoint's
+    ``checkpoints/`` folder's parent); pickle runs name theirs in ``data.root``.
+    """
+    from dataloaders.build import data_files
+
+    run_dir = Path(ckpt_path).resolve().parent.parent if ckpt_path is not None else Path(".")
+    if cfg.data.kind == "synthetic" and ckpt_path is None:
+        return None, None
+    _, _, test, standard = data_files(cfg, run_dir, main=False, barrier=lambda: None)
+    return (test if test.is_file() else None), (standard if standard and standard.is_file() else None)
+
+
+def data_frame(cfg: Any, ckpt_path: str | Path | None = None) -> str:
+    """The axes and units (:data:`dataloaders.hybrik.FRAMES`) of the clips a run was trained on:
+    synthetic data are in the project's frame; a pickle run's standards (else its test clips) are
+    looked at (BX and FS are in HybrIK's). ``"project"``, with a note, when none can be read."""
+    if cfg.data.kind == "synthetic":
+        return "project"
+    test, standard = run_data_files(cfg, ckpt_path)
+    for path in (standard, test):
+        if path is not None:
+            first = validate_records(read_pickle(path), str(path), need_labels=False)[0]
+            return hybrik.frame_of(first["coordinates"])
+    log.warning("the run's data (data.root %r) cannot be found: HybrIK results are converted to the "
+                "project's frame (metres, y up); give --hybrik_frame if the run was trained on "
+                "HybrIK's (as BX and FS are)", cfg.data.root)
+    return "project"
+
+
+# ============================================================================ standards ======
+def read_standards(path: str | Path, motion_type: str | None = None,
+                   hybrik_frame: str | Callable[[], str] = "project") -> dict[str, np.ndarray]:
+    """``{name: [T, 22, 3]}`` from a standard pickle (only ``motion_type`` when given), a ``.npy``
+    or a HybrIK result (converted to ``hybrik_frame``, as in :func:`records_from_inputs`).
+
+    A ``.npy`` or HybrIK standard is named ``motion_type`` when given, else after its file.
     """
     path = Path(path)
     if path.suffix.lower() in MOTION_SUFFIXES:
         return {motion_type or path.stem: read_motion(path)}
-    if path.suffix.lower() not in DATASET_SUFFIXES:
-        raise DataError(f"{path}: unsupported standard; expected a standard pickle (.pkl) or a "
-                        f"motion .npy ([T, 22, 3] or [T, 66])")
-    standards = load_standards(path)
+    if path.suffix.lower() not in DATASET_SUFFIXES + HYBRIK_SUFFIXES:
+        raise DataError(f"{path}: unsupported standard; expected a standard pickle (.pkl), a "
+                        f"motion .npy ([T, 22, 3] or [T, 66]) or a HybrIK result (res.pk)")
+    raw = read_pickle(path)
+    if hybrik.is_hybrik_result(raw) or path.suffix.lower() in HYBRIK_SUFFIXES:
+        frame = hybrik_frame() if callable(hybrik_frame) else hybrik_frame
+        return {motion_type or hybrik.clip_name(path): hybrik.record_of_result(raw, path, frame)["coordinates"]}
+    standards = {rec["video_name"]: rec["coordinates"]
+                 for rec in validate_records(raw, str(path), need_labels=False)}
     if motion_type is None:
         return standards
     if motion_type not in standards:
@@ -170,11 +227,14 @@ def read_standards(path: str | Path, motion_type: str | None = None) -> dict[str
 
 
 def standard_for_every_clip(path: str | Path, motion_type: str | None) -> str | None:
-    """The standard that serves every clip: ``motion_type`` when given, a ``.npy``'s own name,
-    else None (each clip's ``motion_type`` picks its standard of the pickle)."""
+    """The standard that serves every clip: ``motion_type`` when given, a ``.npy``'s or a HybrIK
+    ``.pk``'s own name, else None (each clip's ``motion_type`` picks its standard of the pickle)."""
     if motion_type is not None:
         return motion_type
-    return Path(path).stem if Path(path).suffix.lower() in MOTION_SUFFIXES else None
+    suffix = Path(path).suffix.lower()
+    if suffix in MOTION_SUFFIXES:
+        return Path(path).stem
+    return hybrik.clip_name(path) if suffix in HYBRIK_SUFFIXES else None
 
 
 def pair_with_standards(records: Sequence[dict], standards: Mapping[str, np.ndarray],

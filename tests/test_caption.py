@@ -247,3 +247,40 @@ def test_pictures_option_writes_the_clip_pictures(run, test_records, tmp_path, c
     assert list(got) == ["short"]
     for name in ("short.gif", "short_frames.png", "short_node_attention.png", "short_cross_attention.png"):
         assert (tmp_path / "pics" / name).stat().st_size > 0, name
+
+
+# ------------------------------------------------------------------------------------- HybrIK
+def test_a_hybrik_result_captions_like_the_npy_it_converts_to(run, trained, test_records, tmp_path, capsys):
+    """The synthetic run's clips are in the project's frame: a HybrIK file of the same motion
+    (camera axes, 2.2 m units) is turned back into it (--hybrik_frame auto) and gets its caption."""
+    rec = test_records[4]
+    coords = rec["coordinates"] - rec["coordinates"][:, :1]  # HybrIK's joints are root-relative
+    np.save(tmp_path / "clip.npy", coords)
+    raw = coords * np.array([1.0, -1.0, -1.0], dtype=np.float32) / 2.2
+    (tmp_path / "res_clip").mkdir()
+    with open(tmp_path / "res_clip" / "res.pk", "wb") as f:
+        pickle.dump({"pred_xyz_24_struct": np.concatenate([raw, raw[:, :2]], axis=1),
+                     "img_path": np.array([f"{i}.jpg" for i in range(len(raw))])}, f)
+    std = ["--standard", str(run / "data" / "standard.pkl"), "--motion_type", rec["motion_type"]]
+    from_npy, _ = caption_json(capsys, "--run", str(run), str(tmp_path / "clip.npy"), *std)
+    from_hybrik, _ = caption_json(capsys, "--run", str(run), str(tmp_path / "res_clip" / "res.pk"), *std)
+    assert from_hybrik == {"res_clip": from_npy["clip"]}
+    frame = inference.data_frame(trained[1], run / "checkpoints" / "best.pt")
+    (read,) = inference.records_from_inputs([tmp_path / "res_clip" / "res.pk"], hybrik_frame=frame)
+    assert frame == "project" and np.allclose(read["coordinates"], coords, atol=1e-5)
+    as_is, _ = caption_json(capsys, "--run", str(run), str(tmp_path / "res_clip" / "res.pk"), *std,
+                            "--hybrik_frame", "hybrik", "--max_new_tokens", str(MAX_NEW))
+    assert list(as_is) == ["res_clip"]
+
+
+def test_a_pickle_that_would_run_code_exits_2_in_one_line(run, tmp_path, capsys):
+    class RunsCode:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'ran'}",)
+
+    with open(tmp_path / "res.pk", "wb") as f:
+        pickle.dump({"pred_xyz_29": RunsCode()}, f)
+    assert caption.main(["--run", str(run), str(tmp_path / "res.pk")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refused to unpickle" in err[0] and "system" in err[0]
+    assert not (tmp_path / "ran").exists()
