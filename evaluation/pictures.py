@@ -248,21 +248,37 @@ def skeleton_strip_figure(coords: np.ndarray, title: str = "", standard: np.ndar
     return fig
 
 
-def _gif_writer(fps: int):
-    """matplotlib's PillowWriter, but each frame is quantised with Pillow's fast octree method
-    (the default median cut at save time costs more than drawing the frames)."""
-    from matplotlib.animation import PillowWriter
+def _write_gif(fig, show, n_frames: int, moving: Sequence[Any], out: Path, fps: int, dpi: int) -> Path:
+    """Write ``n_frames`` frames of ``fig`` (``show(t)`` updates the ``moving`` artists) as a GIF.
+
+    The still parts (axes, titles) are drawn once and kept; each frame restores them and draws
+    only the moving artists over them (Agg blitting), so a frame costs one small draw instead of
+    the two full redraws matplotlib's ``FuncAnimation.save`` makes. Frames are quantised with
+    Pillow's fast octree method (the default median cut costs more than drawing the frames).
+    """
     from PIL import Image
 
-    class FastGifWriter(PillowWriter):
-        def grab_frame(self, **savefig_kwargs):
-            super().grab_frame(**savefig_kwargs)
-            frame = self._frames[-1].convert("RGB")
-            self._frames[-1] = frame.quantize(colors=64, method=FAST_OCTREE)
-
-    FAST_OCTREE = getattr(getattr(Image, "Quantize", None), "FASTOCTREE", 2)  # the enum is Pillow >= 9.1
-
-    return FastGifWriter(fps=fps)
+    fast_octree = getattr(getattr(Image, "Quantize", None), "FASTOCTREE", 2)  # the enum is Pillow >= 9.1
+    fig.set_dpi(dpi)
+    canvas = fig.canvas
+    for artist in moving:
+        artist.set_animated(True)  # left out of canvas.draw(): the background holds the still parts only
+    try:
+        canvas.draw()
+        background = canvas.copy_from_bbox(fig.bbox)
+        frames = []
+        for t in range(n_frames):
+            show(t)
+            canvas.restore_region(background)
+            for artist in moving:
+                fig.draw_artist(artist)
+            rgb = np.asarray(canvas.buffer_rgba())[..., :3]  # (H, W, 3) view of the canvas
+            frames.append(Image.fromarray(np.ascontiguousarray(rgb)).quantize(colors=64, method=fast_octree))
+    finally:
+        for artist in moving:
+            artist.set_animated(False)
+    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+    return out
 
 
 def skeleton_animation(coords: np.ndarray, out_path: str | Path, title: str = "",
@@ -314,11 +330,10 @@ def skeleton_animation(coords: np.ndarray, out_path: str | Path, title: str = ""
         counter.set_text(f"frame {t + 1}/{len(coords)}{note}")  # also keeps GIF frames distinct
         return [p[3] for p in panels] + [counter]
 
-    animation = FuncAnimation(fig, show, frames=len(coords), blit=False, repeat=False)
-    written = {"gif": out}
-    animation.save(out, writer=_gif_writer(fps), dpi=dpi)
+    written = {"gif": _write_gif(fig, show, len(coords), [p[3] for p in panels] + [counter], out, fps, dpi)}
     if mp4 or (mp4 is None and shutil.which("ffmpeg") and FFMpegWriter.isAvailable()):
         written["mp4"] = out.with_suffix(".mp4")
+        animation = FuncAnimation(fig, show, frames=len(coords), blit=False, repeat=False)
         animation.save(written["mp4"], writer=FFMpegWriter(fps=fps), dpi=dpi)
     strip = skeleton_strip_figure(coords, title, standard, segment, key_frames)
     written["png"] = save_figure(strip, out.with_name(out.stem + "_frames.png"), dpi)
