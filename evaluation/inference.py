@@ -170,13 +170,15 @@ def run_data_files(cfg: Any, ckpt_path: str | Path | None = None) -> tuple[Path 
     """(test pickle, standard pickle) of the run a checkpoint belongs to, each None when absent.
 
     Synthetic runs keep their data in ``<run>/data/`` (the run folder is the checkpoint's
-    ``checkpoints/`` folder's parent); pickle runs name theirs in ``data.root``.
+    ``checkpoints/`` folder's parent, or ``ckpt_path`` itself when it is a folder); pickle runs
+    name theirs in ``data.root``.
     """
     from dataloaders.build import data_files
 
-    run_dir = Path(ckpt_path).resolve().parent.parent if ckpt_path is not None else Path(".")
     if cfg.data.kind == "synthetic" and ckpt_path is None:
         return None, None
+    path = Path(ckpt_path).resolve() if ckpt_path is not None else Path(".")
+    run_dir = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
     _, _, test, standard = data_files(cfg, run_dir, main=False, barrier=lambda: None)
     return (test if test.is_file() else None), (standard if standard and standard.is_file() else None)
 

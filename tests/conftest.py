@@ -17,3 +17,15 @@ def bx_dir() -> Path:
     if not (BX_DIR / "BX_train.pkl").is_file():
         pytest.skip(f"BX data not found at {BX_DIR}")
     return BX_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A synthetic run of a few seconds (tests/test_caption.py's settings: reference branch,
+    time_pool, a prompt), trained once per session for the web page's tests."""
+    import train_t5_stagcn as trainer
+    from tests.test_caption import tiny
+
+    results = tmp_path_factory.mktemp("tiny_runs")
+    trainer.main(tiny(results, "tiny"))
+    return results / "tiny"
