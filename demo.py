@@ -53,8 +53,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 # ============================================================================ the page ========
-def _status(text: str, error: bool = False) -> str:
-    return f"**Could not caption:** {text}" if error else text
+BUSY = "Captioning..."
+
+
+def _status(text: str, error: bool = False, reading: bool = False) -> str:
+    if not error:
+        return text
+    return f"**Could not read the file:** {text}" if reading else f"**Could not caption:** {text}"
 
 
 def _references_markdown(result: Any, split_metrics: dict[str, float]) -> str:
@@ -92,7 +97,7 @@ def build_page(backend: Any):
         try:
             record, notes = backend.read_motion(path, folder_is_cache=True)
         except expected as exc:
-            return gr.update(value=SOURCE_UPLOAD), _status(db.message_of(exc), error=True)
+            return gr.update(value=SOURCE_UPLOAD), _status(db.message_of(exc), error=True, reading=True)
         text = f"Read **{record['video_name']}**: {len(record['coordinates'])} frames."
         if backend.standards and not record.get("motion_type"):
             notes.append("It names no motion type: pick its standard below (or upload one).")
@@ -104,7 +109,7 @@ def build_page(backend: Any):
         try:
             standards = backend.read_standard(path)
         except expected as exc:
-            return gr.update(value=db.STANDARD_UPLOAD), _status(db.message_of(exc), error=True)
+            return gr.update(value=db.STANDARD_UPLOAD), _status(db.message_of(exc), error=True, reading=True)
         return (gr.update(value=db.STANDARD_UPLOAD),
                 f"Standard read: {', '.join(f'{k} ({len(v)} frames)' for k, v in standards.items())}.")
 
@@ -159,7 +164,7 @@ def build_page(backend: Any):
                                         file_types=MOTION_TYPES, type="filepath", elem_id="standard_file",
                                         height=120)
                 with gr.Accordion("Decoding", open=False):
-                    mode = gr.Radio(list(db.DECODING_MODES), value="greedy", label="Decoding", elem_id="decoding")
+                    mode = gr.Radio(list(db.DECODING_MODES), value="greedy", label="Method", elem_id="decoding")
                     num_beams = gr.Slider(1, 8, value=3, step=1, label="Beam width (beam search)",
                                           elem_id="num_beams")
                     returns = gr.Slider(1, 5, value=1, step=1, label="Captions per motion",
@@ -189,9 +194,10 @@ def build_page(backend: Any):
         motion_file.upload(check_motion, motion_file, [source, status])
         standard_file.upload(check_standard, standard_file, [standard, status])
         test_clip.select(lambda: SOURCE_TEST, None, source)
-        button.click(run_caption, [source, motion_file, test_clip, standard, standard_file, mode, num_beams, returns,
-                                   temperature, top_p, max_new_tokens, seed],
-                     [status, captions, command, references, animation, node, cross, key_frames])
+        outputs = [status, captions, command, references, animation, node, cross, key_frames]
+        button.click(lambda: (BUSY, "", "", "", *no_pictures), None, outputs, queue=False).then(
+            run_caption, [source, motion_file, test_clip, standard, standard_file, mode, num_beams, returns,
+                          temperature, top_p, max_new_tokens, seed], outputs)
     return page
 
 
