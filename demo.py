@@ -154,15 +154,14 @@ def build_page(backend: Any):
                                   else SOURCE_TEST, label="Motion", elem_id="source")
                 motion_file = gr.File(label="Motion file: .npy [T, 22, 3] or [T, 66], HybrIK's res.pk, or a "
                                             "dataset .pkl", file_types=MOTION_TYPES, type="filepath",
-                                      elem_id="motion_file", height=120)
+                                      elem_id="motion_file")
                 names = backend.clip_names()
                 test_clip = gr.Dropdown(names, value=names[0] if names else None, label="Test clip",
                                         elem_id="test_clip", interactive=bool(names))
                 standard = gr.Dropdown(backend.standard_choices(), value=db.STANDARD_OWN, label="Standard",
                                        elem_id="standard")
                 standard_file = gr.File(label="Standard file (.npy, HybrIK's res.pk or a standard .pkl)",
-                                        file_types=MOTION_TYPES, type="filepath", elem_id="standard_file",
-                                        height=120)
+                                        file_types=MOTION_TYPES, type="filepath", elem_id="standard_file")
                 with gr.Accordion("Decoding", open=False):
                     mode = gr.Radio(list(db.DECODING_MODES), value="greedy", label="Method", elem_id="decoding")
                     num_beams = gr.Slider(1, 8, value=3, step=1, label="Beam width (beam search)",
