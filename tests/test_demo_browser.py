@@ -16,6 +16,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import socket
 import subprocess
@@ -38,6 +39,7 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 SERVER_START_S = 90
 CAPTION_S = 60
 MAX_NEW = 8
+BUSY = "Captioning..."  # demo.BUSY, the status while a caption is being made
 
 
 # ============================================================================ what is needed =
@@ -146,15 +148,26 @@ class Page:
         value = self.find("#captions textarea").get_attribute("value")
         return value.split("\n") if value else []
 
+    def settled_status(self) -> str:
+        """The status once its handler has finished ("" while Gradio still shows a pending timer)."""
+        status = self.status()
+        return "" if re.match(r"[\d.]+\s*s\b", status) or status == BUSY else status
+
     def upload(self, path: Path, expect: str) -> str:
-        """Upload a motion file and wait until the status mentions ``expect``."""
+        """Upload a motion file and wait until the status, changed by the upload, mentions ``expect``."""
+        before = self.status()
         clear = self.d.find_elements(self.by.CSS_SELECTOR, "#motion_file button[aria-label='Clear']")
         if clear:
             clear[0].click()
             self.wait_for(lambda: self.d.find_elements(self.by.CSS_SELECTOR, "#motion_file input[type=file]"),
                           10, "the upload box")
         self.find("#motion_file input[type=file]").send_keys(str(path))
-        return self.wait_for(lambda: expect in self.status() and self.status(), 30, f"{expect!r} in the status")
+
+        def read():
+            status = self.settled_status()
+            return status != before and path.stem in status and expect in status and status
+
+        return self.wait_for(read, 30, f"{expect!r} about {path.name} in the status")
 
     def choose(self, element_id: str, option: str) -> None:
         """Pick ``option`` of a dropdown."""
@@ -191,8 +204,8 @@ class Page:
             nonlocal seen_progress, changed
             seen_progress = seen_progress or bool(self.d.find_elements(
                 self.by.CSS_SELECTOR, ".progress-text, .eta-bar, .progress-level, .meta-text"))
-            status = self.status()
-            changed = changed or status != before
+            status = self.settled_status()
+            changed = changed or self.status() != before
             return changed and ("caption(s) in" in status or "Could not caption" in status) and status
 
         self.wait_for(done, CAPTION_S, "the caption")
