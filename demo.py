@@ -29,7 +29,7 @@ OFFLINE_ENV = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "HF_H
 log = logging.getLogger("motion2text.demo")
 
 ELEMENT_IDS = ("source", "motion_file", "test_clip", "standard", "standard_file", "decoding", "num_beams",
-               "num_return_sequences", "temperature", "top_p", "max_new_tokens", "seed", "caption_button",
+               "num_return_sequences", "temperature", "top_p", "max_new_tokens", "seed", "rerank", "caption_button",
                "status", "captions", "command", "references", "animation", "key_frames", "node_attention",
                "cross_attention")
 SOURCE_UPLOAD, SOURCE_TEST = "uploaded file", "test clip"
@@ -114,12 +114,14 @@ def build_page(backend: Any):
                 f"Standard read: {', '.join(f'{k} ({len(v)} frames)' for k, v in standards.items())}.")
 
     def run_caption(source, motion_file, test_clip, standard, standard_file, mode, num_beams, returns,
-                    temperature, top_p, max_new_tokens, seed, progress=gr.Progress()):
+                    temperature, top_p, max_new_tokens, seed, rerank, progress=gr.Progress()):
         try:
             progress(0.02, desc="reading the motion")
             decoding = db.Decoding(mode=mode, num_beams=int(num_beams), num_return_sequences=int(returns),
                                    temperature=float(temperature), top_p=float(top_p),
-                                   max_new_tokens=int(max_new_tokens), seed=int(seed or 0))
+                                   max_new_tokens=int(max_new_tokens), seed=int(seed or 0),
+                                   rerank=None if rerank is None or int(rerank) == backend.cfg.eval.rerank
+                                   else int(rerank))
             if source == SOURCE_TEST:
                 if not test_clip:
                     raise UsageError("pick a test clip, or upload a motion")
@@ -174,6 +176,9 @@ def build_page(backend: Any):
                     max_new_tokens = gr.Slider(4, 128, value=64, step=1, label="Longest caption (tokens)",
                                                elem_id="max_new_tokens")
                     seed = gr.Number(0, precision=0, label="Seed (sampling)", elem_id="seed")
+                    rerank = gr.Number(backend.cfg.eval.rerank, precision=0, minimum=0, visible=backend.retrieves,
+                                       label="Rerank this many beam candidates against retrieved texts (0: off)",
+                                       elem_id="rerank")
                 button = gr.Button("Caption", variant="primary", elem_id="caption_button")
             with gr.Column(scale=2):
                 status = gr.Markdown("", elem_id="status")
@@ -196,7 +201,7 @@ def build_page(backend: Any):
         outputs = [status, captions, command, references, animation, node, cross, key_frames]
         button.click(lambda: (BUSY, "", "", "", *no_pictures), None, outputs, queue=False).then(
             run_caption, [source, motion_file, test_clip, standard, standard_file, mode, num_beams, returns,
-                          temperature, top_p, max_new_tokens, seed], outputs)
+                          temperature, top_p, max_new_tokens, seed, rerank], outputs)
     return page
 
 

@@ -57,6 +57,7 @@ class Decoding:
     top_p: float = 1.0  # sampling only
     max_new_tokens: int = 64
     seed: int = 0
+    rerank: int | None = None  # beam candidates reranked against retrieved texts (None: the run's eval.rerank)
 
     def __post_init__(self) -> None:
         if self.mode not in DECODING_MODES:
@@ -79,6 +80,8 @@ class Decoding:
                 "--max_new_tokens", str(int(self.max_new_tokens)), "--seed", str(int(self.seed))]
         if self.mode == "sampling":
             args += ["--sample", "--temperature", repr(float(self.temperature)), "--top_p", repr(float(self.top_p))]
+        if self.rerank is not None:
+            args += ["--rerank", str(int(self.rerank))]
         return args
 
 
@@ -130,6 +133,15 @@ class DemoRun:
     def uses_standards(self) -> bool:
         return self.model.reference == "subtract"
 
+    @property
+    def retrieves(self) -> bool:
+        """Whether the run was trained with retrieval (so its beam candidates can be reranked)."""
+        return getattr(self.model, "retriever", None) is not None
+
+    def rerank_of(self, decoding: Decoding) -> int:
+        """The reranking ``caption.py`` applies with these options: theirs, else the run's ``eval.rerank``."""
+        return int(self.cfg.eval.rerank if decoding.rerank is None else decoding.rerank)
+
     def clip_names(self) -> list[str]:
         return list(self.test_records)
 
@@ -150,6 +162,7 @@ class DemoRun:
         m = self.cfg.model
         parts = [f"checkpoint `{self.ckpt}`", f"projection `{m.projection.policy}`",
                  "compares with a standard (reference branch)" if self.uses_standards else "no reference branch",
+                 *([f"retrieval (reranks {self.cfg.eval.rerank} beam candidates)"] if self.retrieves else []),
                  f"{len(self.test_records)} test clips" if self.test_records else "no test clips found",
                  f"standards: {', '.join(self.motion_types())}" if self.standards else "no standards found",
                  f"HybrIK uploads are read in the `{self.hybrik_frame()}` frame"]
@@ -223,6 +236,7 @@ class DemoRun:
         say = progress or (lambda fraction, text: None)
         start = time.perf_counter()
         gen = decoding.generate_kwargs()
+        rerank = self.rerank_of(decoding)
         say(0.1, "pairing with the standard")
         standards, every, standard_args = self._standards_for(record, standard, standard_upload)
         notes: list[str] = []
@@ -237,11 +251,14 @@ class DemoRun:
             captions = inference.caption_records(self.model, self.cfg, records,
                                                  standards if self.uses_standards else None, batch_size=1,
                                                  seed=decoding.seed, source=str(source or record["video_name"]),
-                                                 **gen)
+                                                 rerank=rerank, **gen)
             texts = captions[record["video_name"]]
             say(0.45, "drawing the skeletons and the attention")
             pictures = self._pictures(records[0], standards, decoding)
-        if decoding.mode == "sampling":
+        if rerank:
+            notes.append(f"the caption is the best of {rerank} beam candidates by CIDEr-D against the texts of "
+                         f"the nearest training clips; the attention pictures are those of the first beam")
+        elif decoding.mode == "sampling":
             notes.append("the attention pictures are those of the greedy caption")
         is_test = source is None and record["video_name"] in self.test_records
         references = list(record.get("labels") or [])
@@ -280,8 +297,9 @@ class DemoRun:
         scores.pop("CIDEr", None)
         if self._df is None and self.test_records:
             self._df = quality.document_frequency([r["labels"] for r in self.test_records.values() if r["labels"]])
-        if self._df is not None and text.strip():
-            scores["CIDEr-D"] = float(quality.cider_d_matrix([text], [list(references)], self._df)[0, 0])
+        if self._df is not None:  # an empty caption scores 0
+            scores["CIDEr-D"] = (float(quality.cider_d_matrix([text], [list(references)], self._df)[0, 0])
+                                 if text.strip() else 0.0)
         return scores
 
     def _read_split_metrics(self) -> dict[str, float]:

@@ -22,10 +22,11 @@ def bx_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A synthetic run of a few seconds (tests/test_caption.py's settings: reference branch,
-    time_pool, a prompt), trained once per session for the web page's tests."""
+    time_pool, a prompt; batches of 4 for 3 epochs, so that most test captions are not empty and
+    they differ), trained once per session for the web page's tests."""
     import train_t5_stagcn as trainer
     from tests.test_caption import tiny
 
     results = tmp_path_factory.mktemp("tiny_runs")
-    trainer.main(tiny(results, "tiny"))
+    trainer.main(tiny(results, "tiny", "train.batch_size=4", "train.epochs=3"))
     return results / "tiny"

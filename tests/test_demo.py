@@ -192,3 +192,44 @@ def test_the_page_builds(page):
     blocks = demo.build_page(page)
     ids = {getattr(block, "elem_id", None) for block in blocks.blocks.values()}
     assert set(demo.ELEMENT_IDS) <= ids
+
+
+# ------------------------------------------------------------------ a retrieval run, an export
+@pytest.fixture(scope="module")
+def retrieval_run(tmp_path_factory):
+    """tests/test_retrieval.py's run: retrieved texts in the encoder input, 3 beam candidates reranked."""
+    import train_t5_stagcn as trainer
+    from tests.test_train import tiny
+
+    results = tmp_path_factory.mktemp("demo_retrieval_runs")
+    trainer.main(tiny(results, "ret", "train.lr=1e-2", "train.epochs=3", "eval.every=3", "model.retrieval.k=2",
+                      "eval.rerank=3", "eval.max_new_tokens=8"))
+    return results / "ret"
+
+
+def test_a_retrieval_run_reranks_as_caption_py_and_its_export_opens_too(retrieval_run, tmp_path, capsys):
+    from models.export import export_run
+
+    page = db.DemoRun(run=retrieval_run, device="cpu", work_dir=tmp_path / "work")
+    assert page.retrieves and page.rerank_of(db.Decoding()) == 3
+    rec = page.test_clip(page.clip_names()[1])
+    result = page.caption(rec, decoding=db.Decoding(max_new_tokens=MAX_NEW))
+    assert len(result.texts) == 1 and "--rerank" not in result.command  # the run's own eval.rerank
+    assert "3 beam candidates" in " ".join(result.notes) and result.cross_attention.stat().st_size > 0
+    assert command_texts(capsys, result) == result.texts
+    plain = page.caption(rec, decoding=db.Decoding(max_new_tokens=MAX_NEW, rerank=0))
+    assert "--rerank 0" in plain.command and command_texts(capsys, plain) == plain.texts
+    # an export folder (python -m models.export) opens through inference.load_model too; it holds no
+    # data, so the standard is uploaded
+    exported = db.DemoRun(run=export_run(retrieval_run, tmp_path / "export"), device="cpu", work_dir=tmp_path / "w2")
+    assert exported.retrieves and exported.clip_names() == [] and exported.motion_types() == []
+    np.save(tmp_path / "clip.npy", rec["coordinates"])
+    np.save(tmp_path / "std.npy", page.standards[rec["motion_type"]])
+    record, _ = exported.read_motion(tmp_path / "clip.npy")
+    with pytest.raises(UsageError, match="upload a standard"):
+        exported.caption(record, standard=rec["motion_type"])
+    from_export = exported.caption(record, standard=db.STANDARD_UPLOAD, standard_upload=tmp_path / "std.npy",
+                                   source=tmp_path / "clip.npy", decoding=db.Decoding(max_new_tokens=MAX_NEW))
+    assert command_texts(capsys, from_export) == from_export.texts
+    page.close()
+    exported.close()
