@@ -44,7 +44,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", help="a run folder results/<experiment> (checkpoints/best.pt, else last.pt)")
+    which.add_argument("--run", help="a run folder results/<experiment> (checkpoints/best.pt, else last.pt) "
+                                     "or an export folder (python -m models.export)")
     which.add_argument("--ckpt", help="a training checkpoint file")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")

@@ -11,7 +11,7 @@ arrays stacked over the frames in which a person was detected (frames without on
 * ``pred_xyz_24_struct`` ``[T, 24, 3]``: the joints of the SMPL body HybrIK fits (bone lengths
   fixed by the body shape);
 * ``pred_xyz_29`` ``[T, 29, 3]``: the network's own joints (SMPL's 24, then the head top,
-  middle fingers and big toes; HybrIK-X writes more);
+  middle fingers and big toes; HybrIK-X's may hold more, its first 22 being the same body joints);
 * ``pred_xyz_17``: Human3.6M's 17 joints (not SMPL's; not used here);
 
 all root-relative (the pelvis at the origin in every frame), in camera axes (x right, y down,
