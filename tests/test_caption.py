@@ -26,7 +26,8 @@ MAX_NEW = 6
 
 def tiny(results: Path, experiment: str, *extra: str) -> list[str]:
     """tests/test_train.py's run of a few seconds, with a prompt, evaluated at the end only."""
-    return train_tiny(results, experiment, "train.lr=1e-2", "train.epochs=6", "eval.every=5", "eval.num_logged_pictures=2",
+    return train_tiny(results, experiment, "train.lr=1e-2", "train.epochs=3", "train.batch_size=4", "eval.every=5",
+                      "eval.num_logged_pictures=2",
                       'model.prompt="Motion Instruction : "', *extra)
 
 
