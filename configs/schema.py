@@ -66,6 +66,7 @@ class DataConfig:
     segment: str = "none"  # none | gt | aligned | error
     labels: str = "all"  # all | random
     augmented_labels: bool = False
+    mirror: float = 0.0  # share of training samples mirrored left-right each epoch (dataloaders/augment.py)
     normalise: str = "root_first_frame"  # none | root_first_frame
     on_bad: str = "strict"  # strict | skip
     max_target_len: int = 64
@@ -301,6 +302,8 @@ def validate(cfg: Config) -> Config:
     if cfg.train.scst.epochs and cfg.train.scst.samples < 2:
         raise ConfigError(f"train.scst.samples: expected 2 or more (each sample's baseline is the mean reward "
                           f"of the others), found {cfg.train.scst.samples!r}")
+    if not 0.0 <= cfg.data.mirror <= 1.0:
+        raise ConfigError(f"data.mirror: expected a probability in [0, 1], found {cfg.data.mirror!r}")
     if not 0.0 <= cfg.data.val_split.fraction < 1.0:
         raise ConfigError(f"data.val_split.fraction: expected a number in [0, 1), found {cfg.data.val_split.fraction!r}")
     _validate_lists(cfg)

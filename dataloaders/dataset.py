@@ -83,7 +83,7 @@ class MotionTextDataset(Dataset):
                  labels: str = "all", augmented_labels: bool = False,
                  normalise: str = "root_first_frame", reference: bool = False,
                  train: bool = True, seed: int = 0, source: str = "<records>",
-                 min_frames: int = 1, on_bad: str = "strict") -> None:
+                 min_frames: int = 1, on_bad: str = "strict", mirror: float = 0.0) -> None:
         _check_choice("segment", segment, SEGMENT_CHOICES)
         _check_choice("labels", labels, LABEL_MODES)
         _check_choice("normalise", normalise, NORMALISATIONS)
@@ -93,6 +93,9 @@ class MotionTextDataset(Dataset):
         self.segment, self.label_mode = segment, labels
         self.normalise, self.train, self.seed = normalise, train, seed
         self.use_augmented = augmented_labels
+        if not 0.0 <= mirror <= 1.0:
+            raise ValueError(f"mirror: expected a probability in [0, 1], found {mirror!r}")
+        self.mirror = float(mirror) if train else 0.0  # share of samples mirrored each epoch (augment.py)
         self.source = source
         use_standard = reference and bool(standards)
         self._std_cache: dict[tuple[str, int, int], np.ndarray] = {}
@@ -199,6 +202,8 @@ class MotionTextDataset(Dataset):
         counts = np.array([len(clip.targets) for clip in self._clips], dtype=np.int64)
         rng = np.random.default_rng([int(self.seed), self.epoch])
         self._choice = rng.integers(0, counts)  # (num_clips,): one draw per clip
+        mirror_rng = np.random.default_rng([int(self.seed), self.epoch, 1])
+        self._mirrored = mirror_rng.random(len(self._items)) < self.mirror  # (num_samples,)
 
     # ---- access ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -209,7 +214,7 @@ class MotionTextDataset(Dataset):
         clip = self._clips[clip_index]
         if text_index < 0:
             text_index = int(self._choice[clip_index])
-        return {
+        item = {
             "video_name": clip.video_name,
             "features": clip.features,
             "standard": clip.standard,
@@ -218,6 +223,22 @@ class MotionTextDataset(Dataset):
             "motion_type": clip.motion_type,
             **{field: texts.get(clip.video_name) for field, texts in self.retrieved.items()},
         }
+        return self._mirror_item(item) if self.mirror and self._mirrored[index] else item
+
+    @staticmethod
+    def _mirror_item(item: dict[str, Any]) -> dict[str, Any]:
+        """The item's mirror image: skeleton (and standard) reflected, left and right swapped in
+        every text (target, references and retrieved texts)."""
+        from .augment import mirror_features, swap_left_right
+
+        out = dict(item, features=mirror_features(item["features"]), text=swap_left_right(item["text"]),
+                   references=[swap_left_right(t) for t in item["references"]])
+        if item["standard"] is not None:
+            out["standard"] = mirror_features(item["standard"])
+        for field in ("retrieved", "pool"):
+            if item.get(field) is not None:
+                out[field] = [swap_left_right(t) for t in item[field]]
+        return out
 
     def set_retrieved(self, texts: Mapping[str, Sequence[str]], field: str = "retrieved") -> None:
         """Give every item a ``field`` of retrieved training texts (see :mod:`dataloaders.retrieval`):

@@ -1,0 +1,79 @@
+"""dataloaders.augment and data.mirror: mirroring twice is the identity, mirrored features equal
+the features of mirrored coordinates (computed independently), side words swap with their case,
+and the dataset mirrors a share of samples that depends on (seed, epoch) only."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dataloaders.augment import MIRRORED_JOINTS, mirror_features, swap_left_right
+from dataloaders.dataset import MotionTextDataset
+from dataloaders.features import compute_features
+
+# left/right twins of SMPL-22, written out (not derived from the names) to stay independent
+TWINS = {1: 2, 4: 5, 7: 8, 10: 11, 13: 14, 16: 17, 18: 19, 20: 21}
+
+
+def mirrored_coordinates(coords: np.ndarray) -> np.ndarray:
+    out = coords.copy()
+    out[..., 0] *= -1
+    for a, b in TWINS.items():
+        out[:, [a, b]] = out[:, [b, a]]
+    return out
+
+
+def test_twins_and_mirroring_twice_is_the_identity():
+    expected = list(range(22))
+    for a, b in TWINS.items():
+        expected[a], expected[b] = b, a
+    assert list(MIRRORED_JOINTS) == expected
+    feats = torch.randn(6, 9, 22)
+    torch.testing.assert_close(mirror_features(mirror_features(feats)), feats, rtol=0, atol=0)
+    text = "Left hand up, RIGHT foot back; keep the rear hand left of the chin."
+    assert swap_left_right(swap_left_right(text)) == text
+
+
+def test_mirrored_features_equal_the_features_of_mirrored_coordinates():
+    coords = np.random.default_rng(0).normal(size=(11, 22, 3)).astype(np.float32)
+    for normalise in ("none", "root_first_frame"):
+        direct = torch.from_numpy(compute_features(mirrored_coordinates(coords), normalise))
+        torch.testing.assert_close(mirror_features(torch.from_numpy(compute_features(coords, normalise))), direct,
+                                   rtol=0, atol=1e-6)
+
+
+def test_a_left_wrist_raised_to_the_left_becomes_a_right_wrist_raised_to_the_right():
+    coords = np.zeros((2, 22, 3), dtype=np.float32)
+    coords[:, 20] = [0.5, 1.0, 0.0]  # left wrist, out at +x
+    mirrored = mirror_features(torch.from_numpy(compute_features(coords, "none")))  # (6, T, V)
+    assert mirrored[0:3, 0, 21].tolist() == [-0.5, 1.0, 0.0]  # now the right wrist, at -x
+    assert mirrored[0:3, 0, 20].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_side_words_swap_with_their_case_and_nothing_else_changes():
+    assert swap_left_right("Shift to the left. Right hand up, LEFT foot out.") == \
+        "Shift to the right. Left hand up, RIGHT foot out."
+    assert swap_left_right("leftover bright rear lead") == "leftover bright rear lead"
+
+
+def records(n: int = 6) -> list[dict]:
+    rng = np.random.default_rng(1)
+    return [{"video_name": f"c{i}", "coordinates": rng.normal(size=(8, 22, 3)).astype(np.float32),
+             "labels": [f"move the left hand {i}"]} for i in range(n)]
+
+
+def test_the_dataset_mirrors_a_share_of_samples_drawn_from_seed_and_epoch():
+    plain = MotionTextDataset(records(), seed=3)
+    every = MotionTextDataset(records(), seed=3, mirror=1.0)
+    for i in range(len(plain)):
+        torch.testing.assert_close(every[i]["features"], mirror_features(plain[i]["features"]))
+        assert every[i]["text"] == plain[i]["text"].replace("left", "right")
+        assert every[i]["references"] == [t.replace("left", "right") for t in plain[i]["references"]]
+    half = MotionTextDataset(records(200), seed=3, mirror=0.5)
+    flags = [half[i]["text"].startswith("move the right") for i in range(len(half))]
+    assert 60 < sum(flags) < 140
+    again = MotionTextDataset(records(200), seed=3, mirror=0.5)
+    assert [again[i]["text"] for i in range(len(again))] == [half[i]["text"] for i in range(len(half))]
+    half.set_epoch(1)
+    assert [half[i]["text"].startswith("move the right") for i in range(len(half))] != flags
+    evaluation = MotionTextDataset(records(), seed=3, mirror=1.0, train=False)
+    assert evaluation[0]["text"] == "move the left hand 0"  # never at evaluation
