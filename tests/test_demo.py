@@ -195,18 +195,6 @@ def test_the_page_builds(page):
 
 
 # ------------------------------------------------------------------ a retrieval run, an export
-@pytest.fixture(scope="module")
-def retrieval_run(tmp_path_factory):
-    """tests/test_retrieval.py's run: retrieved texts in the encoder input, 3 beam candidates reranked."""
-    import train_t5_stagcn as trainer
-    from tests.test_train import tiny
-
-    results = tmp_path_factory.mktemp("demo_retrieval_runs")
-    trainer.main(tiny(results, "ret", "train.lr=1e-2", "train.epochs=3", "eval.every=3", "model.retrieval.k=2",
-                      "eval.rerank=3", "eval.max_new_tokens=8"))
-    return results / "ret"
-
-
 def test_a_retrieval_run_reranks_as_caption_py_and_its_export_opens_too(retrieval_run, tmp_path, capsys):
     from models.export import export_run
 
