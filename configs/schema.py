@@ -124,6 +124,7 @@ class RetrievalConfig:
     texts: int = 3  # their texts placed on the encoder side, most central (consensus) first
     max_tokens: int = 40  # tokens kept of each retrieved text
     exclude: str = "self"  # self | learner: what a training clip may not retrieve (new-learner: learner)
+    copy: bool = False  # pointer-generator head: the decoder may copy retrieved tokens (models/copy_head.py)
 
 
 @dataclass
@@ -306,6 +307,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"data.mirror: expected a probability in [0, 1], found {cfg.data.mirror!r}")
     if not 0.0 <= cfg.data.val_split.fraction < 1.0:
         raise ConfigError(f"data.val_split.fraction: expected a number in [0, 1), found {cfg.data.val_split.fraction!r}")
+    if cfg.model.retrieval.copy and not cfg.model.retrieval.k:
+        raise ConfigError("model.retrieval.copy: copying needs retrieved texts; set model.retrieval.k > 0 "
+                          "(found model.retrieval.k=0)")
     _validate_lists(cfg)
     if cfg.data.kind == "pickle" and not cfg.data.root:
         raise ConfigError("data.root: expected the folder holding the dataset pickles "

@@ -16,7 +16,8 @@ With retrieval (``model.retrieval.k > 0``, :mod:`dataloaders.retrieval`), the te
 nearest training clips arrive as ``retrieved_ids`` / ``retrieved_mask``; their token embeddings
 follow the motion tokens on the encoder side, so the decoder can copy from them and edit them.
 ``retriever`` (set by training and by :func:`models.build.load_trained`) finds those texts for
-new clips.
+new clips. With ``copy=True`` (``model.retrieval.copy``) a pointer-generator head
+(:mod:`models.copy_head`) lets the decoder copy their tokens directly.
 """
 from __future__ import annotations
 
@@ -25,12 +26,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from .copy_head import CopyHead
+
 REFERENCE_MODES = ("none", "subtract")
 
 
 class Captioner(nn.Module):
     def __init__(self, encoder: nn.Module, projection: nn.Module, t5: nn.Module, tokenizer: Any,
-                 reference: str = "none", prompt: str = "") -> None:
+                 reference: str = "none", prompt: str = "", copy: bool = False) -> None:
         super().__init__()
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
@@ -43,6 +46,10 @@ class Captioner(nn.Module):
         self.retriever: Any = None  # dataloaders.retrieval.Retriever of a retrieval model
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         self.register_buffer("prefix_ids", torch.tensor(ids, dtype=torch.long), persistent=False)
+        self.copy: CopyHead | None = None
+        if copy:
+            self.copy = CopyHead(t5.config.d_model)
+            self.copy.attach(t5)
 
     # ----------------------------------------------------------------------------------------
     def standard_input(self, batch: dict) -> torch.Tensor:
@@ -85,6 +92,11 @@ class Captioner(nn.Module):
             texts = self.t5.get_input_embeddings()(batch["retrieved_ids"]).to(tokens.dtype)  # (N, R, D)
             tokens = torch.cat([tokens, texts], dim=1)  # (N, L' + R, D)
             token_mask = torch.cat([token_mask, batch["retrieved_mask"].to(token_mask.dtype)], dim=1)
+            if self.copy is not None:  # the retrieved tokens end the encoder input: the copy head's memory
+                self.copy.expect(batch["retrieved_ids"], batch["retrieved_mask"])
+        elif self.copy is not None:
+            raise ValueError("this model copies from retrieved texts (model.retrieval.copy) but the batch "
+                             "has no retrieved_ids")
         return tokens, token_mask
 
     def forward(self, batch: dict) -> torch.Tensor:
