@@ -116,6 +116,10 @@ class T5Section:
 class TokenizerSection:
     name: str = ""  # hub name or local folder; empty: train on the training texts
     vocab_size: int = 1000
+    # dataset pickles (paths relative to the repository root) whose labels join the training texts
+    # when the tokenizer is trained: a pretraining run's tokenizer then covers the words of the
+    # data it will be finetuned on, as a hub tokenizer would
+    also_train_on: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -57,6 +57,21 @@ def data_files(cfg: Any, run_dir: Path, main: bool, barrier: Callable[[], None]
     return root / d.train, (root / d.val if d.val else None), root / d.test, (root / d.standard if d.standard else None)
 
 
+def extra_tokenizer_texts(paths: list[str]) -> list[str]:
+    """The labels (and paraphrases) of ``model.tokenizer.also_train_on``'s dataset pickles."""
+    texts: list[str] = []
+    for name in paths:
+        path = Path(name) if Path(name).is_absolute() else REPO_ROOT / name
+        if not path.is_file():
+            raise FileNotFoundError(f"model.tokenizer.also_train_on: {path} is not a file (expected a "
+                                    "dataset pickle whose texts the tokenizer also learns)")
+        records = load_records(path)
+        more = [t for r in records for t in r["labels"] + (r.get("augmented_labels") or [])]
+        log.info("tokenizer: %d more texts from %s (model.tokenizer.also_train_on)", len(more), path)
+        texts += more
+    return texts
+
+
 def tokenizer_for_run(cfg: Any, run_dir: Path, texts: list[str], stored_files: dict | None,
                       main: bool, barrier: Callable[[], None]) -> Any:
     """The named tokenizer; else the run's own, written on first use from ``stored_files`` (a
@@ -73,6 +88,7 @@ def tokenizer_for_run(cfg: Any, run_dir: Path, texts: list[str], stored_files: d
             log.info("using the tokenizer stored in the checkpoint being finetuned from")
             files = stored_files
         else:
+            texts = texts + extra_tokenizer_texts(cfg.model.tokenizer.also_train_on)
             log.info("training a tokenizer (vocab <= %d) on %d training texts",
                      cfg.model.tokenizer.vocab_size, len(texts))
             files = tokenizer_files_of(text.train_tokenizer(texts, cfg.model.tokenizer.vocab_size))

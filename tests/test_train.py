@@ -300,3 +300,30 @@ def test_each_rank_captions_a_disjoint_share_and_together_all(world, n):
     if n:
         with pytest.raises(RuntimeError, match="another rank also returned"):
             merge_disjoint([{"clip0": 0}, {"clip0": 1}])
+
+
+def test_tokenizer_also_learns_the_texts_of_named_datasets(tmp_path):
+    """model.tokenizer.also_train_on: a pretraining tokenizer covers the finetuning data's words
+    (no unknown pieces); a missing file is named."""
+    import pickle
+
+    from configs import schema
+    from dataloaders.build import tokenizer_for_run
+    from dataloaders.synthetic import generate
+
+    records = generate(0, 1, 1)[0][:3]
+    words = "quokka zebra xylophone"
+    for rec in records:
+        rec["labels"] = [f"{words} {i}." for i in range(40)]
+    with open(tmp_path / "extra.pkl", "wb") as handle:
+        pickle.dump(records, handle)
+    texts = ["a person raises the left arm."] * 20
+    pieces = {}
+    for name, extra in (("plain", []), ("extra", [str(tmp_path / "extra.pkl")])):
+        cfg = schema.from_dict({"model": {"tokenizer": {"vocab_size": 200, "also_train_on": extra}}})
+        tok = tokenizer_for_run(cfg, tmp_path / name, texts, None, True, lambda: None)
+        pieces[name] = tok.convert_ids_to_tokens(tok(words, add_special_tokens=False)["input_ids"])
+    assert "<unk>" in pieces["plain"] and "<unk>" not in pieces["extra"], pieces  # q, z, x never seen
+    cfg = schema.from_dict({"model": {"tokenizer": {"also_train_on": ["no/such.pkl"]}}})
+    with pytest.raises(FileNotFoundError, match="model.tokenizer.also_train_on: .*no/such.pkl"):
+        tokenizer_for_run(cfg, tmp_path / "missing", texts, None, True, lambda: None)
