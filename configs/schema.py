@@ -67,6 +67,7 @@ class DataConfig:
     labels: str = "all"  # all | random
     augmented_labels: bool = False
     mirror: float = 0.0  # share of training samples mirrored left-right each epoch (dataloaders/augment.py)
+    rotate: float = 0.0  # training samples turned about the vertical axis by up to this many degrees
     normalise: str = "root_first_frame"  # none | root_first_frame
     on_bad: str = "strict"  # strict | skip
     max_target_len: int = 64
@@ -309,6 +310,8 @@ def validate(cfg: Config) -> Config:
                           f"of the others), found {cfg.train.scst.samples!r}")
     if not 0.0 <= cfg.data.mirror <= 1.0:
         raise ConfigError(f"data.mirror: expected a probability in [0, 1], found {cfg.data.mirror!r}")
+    if not 0.0 <= cfg.data.rotate <= 180.0:
+        raise ConfigError(f"data.rotate: expected degrees in [0, 180], found {cfg.data.rotate!r}")
     if not 0.0 <= cfg.data.val_split.fraction < 1.0:
         raise ConfigError(f"data.val_split.fraction: expected a number in [0, 1), found {cfg.data.val_split.fraction!r}")
     if cfg.model.retrieval.copy and not cfg.model.retrieval.k:

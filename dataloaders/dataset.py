@@ -83,7 +83,7 @@ class MotionTextDataset(Dataset):
                  labels: str = "all", augmented_labels: bool = False,
                  normalise: str = "root_first_frame", reference: bool = False,
                  train: bool = True, seed: int = 0, source: str = "<records>",
-                 min_frames: int = 1, on_bad: str = "strict", mirror: float = 0.0) -> None:
+                 min_frames: int = 1, on_bad: str = "strict", mirror: float = 0.0, rotate: float = 0.0) -> None:
         _check_choice("segment", segment, SEGMENT_CHOICES)
         _check_choice("labels", labels, LABEL_MODES)
         _check_choice("normalise", normalise, NORMALISATIONS)
@@ -96,6 +96,9 @@ class MotionTextDataset(Dataset):
         if not 0.0 <= mirror <= 1.0:
             raise ValueError(f"mirror: expected a probability in [0, 1], found {mirror!r}")
         self.mirror = float(mirror) if train else 0.0  # share of samples mirrored each epoch (augment.py)
+        if not 0.0 <= rotate <= 180.0:
+            raise ValueError(f"rotate: expected degrees in [0, 180], found {rotate!r}")
+        self.rotate = float(rotate) if train else 0.0  # samples turned by up to this many degrees (augment.py)
         self.source = source
         use_standard = reference and bool(standards)
         self._std_cache: dict[tuple[str, int, int], np.ndarray] = {}
@@ -204,6 +207,8 @@ class MotionTextDataset(Dataset):
         self._choice = rng.integers(0, counts)  # (num_clips,): one draw per clip
         mirror_rng = np.random.default_rng([int(self.seed), self.epoch, 1])
         self._mirrored = mirror_rng.random(len(self._items)) < self.mirror  # (num_samples,)
+        turn_rng = np.random.default_rng([int(self.seed), self.epoch, 2])
+        self._turns = turn_rng.uniform(-self.rotate, self.rotate, len(self._items))  # (num_samples,) degrees
 
     # ---- access ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -223,7 +228,19 @@ class MotionTextDataset(Dataset):
             "motion_type": clip.motion_type,
             **{field: texts.get(clip.video_name) for field, texts in self.retrieved.items()},
         }
-        return self._mirror_item(item) if self.mirror and self._mirrored[index] else item
+        if self.mirror and self._mirrored[index]:
+            item = self._mirror_item(item)
+        return self._turn_item(item, float(self._turns[index])) if self.rotate else item
+
+    @staticmethod
+    def _turn_item(item: dict[str, Any], degrees: float) -> dict[str, Any]:
+        """The item turned about the vertical axis (its standard by the same angle); texts kept."""
+        from .augment import rotate_features
+
+        out = dict(item, features=rotate_features(item["features"], degrees))
+        if item["standard"] is not None:
+            out["standard"] = rotate_features(item["standard"], degrees)
+        return out
 
     @staticmethod
     def _mirror_item(item: dict[str, Any]) -> dict[str, Any]:

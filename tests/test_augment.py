@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dataloaders.augment import MIRRORED_JOINTS, mirror_features, swap_left_right
+from dataloaders.augment import MIRRORED_JOINTS, mirror_features, rotate_features, swap_left_right
 from dataloaders.dataset import MotionTextDataset
 from dataloaders.features import compute_features
 
@@ -77,3 +77,49 @@ def test_the_dataset_mirrors_a_share_of_samples_drawn_from_seed_and_epoch():
     assert [half[i]["text"].startswith("move the right") for i in range(len(half))] != flags
     evaluation = MotionTextDataset(records(), seed=3, mirror=1.0, train=False)
     assert evaluation[0]["text"] == "move the left hand 0"  # never at evaluation
+
+
+def turned_coordinates(coords: np.ndarray, degrees: float) -> np.ndarray:
+    """Every point multiplied by the rotation matrix about y (written out as a matrix)."""
+    a = np.deg2rad(degrees)
+    matrix = np.array([[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]])
+    return (coords.astype(np.float64) @ matrix.T).astype(np.float32)
+
+
+def test_turned_features_equal_the_features_of_turned_coordinates():
+    coords = np.random.default_rng(2).normal(size=(9, 22, 3)).astype(np.float32)
+    for degrees in (-170.0, -30.0, 0.0, 45.0, 90.0):
+        for normalise in ("none", "root_first_frame"):
+            direct = torch.from_numpy(compute_features(turned_coordinates(coords, degrees), normalise))
+            turned = rotate_features(torch.from_numpy(compute_features(coords, normalise)), degrees)
+            torch.testing.assert_close(turned, direct, rtol=0, atol=1e-5)
+    feats = torch.randn(6, 5, 22)
+    torch.testing.assert_close(rotate_features(rotate_features(feats, 35.0), -35.0), feats, rtol=0, atol=1e-6)
+    # a quarter turn: a wrist out at +x ends at -z (y, the vertical, untouched)
+    coords = np.zeros((1, 22, 3), dtype=np.float32)
+    coords[0, 20] = [0.5, 1.0, 0.0]
+    out = rotate_features(torch.from_numpy(compute_features(coords, "none")), 90.0)
+    torch.testing.assert_close(out[0:3, 0, 20], torch.tensor([0.0, 1.0, -0.5]), rtol=0, atol=1e-6)
+
+
+def test_the_dataset_turns_samples_by_angles_drawn_from_seed_and_epoch():
+    plain = MotionTextDataset(records(), seed=3)
+    turned = MotionTextDataset(records(), seed=3, rotate=30.0)
+    for i in range(len(plain)):
+        assert turned[i]["text"] == plain[i]["text"]
+        torch.testing.assert_close(turned[i]["features"][1], plain[i]["features"][1])  # heights kept
+    # each sample's angle, recovered from one joint's x and z, lies within +-30 degrees and they differ
+    recovered = []
+    for i in range(len(plain)):
+        p, q = plain[i]["features"][0:3:2, 0, 20].numpy(), turned[i]["features"][0:3:2, 0, 20].numpy()  # wrist (x, z)
+        recovered.append(float(np.degrees(np.arctan2(p[1], p[0]) - np.arctan2(q[1], q[0]))))
+    recovered = [(a + 180) % 360 - 180 for a in recovered]
+    assert all(abs(a) <= 30.0 + 1e-3 for a in recovered) and len({round(a, 3) for a in recovered}) == len(recovered)
+    for i, a in enumerate(recovered):
+        torch.testing.assert_close(turned[i]["features"], rotate_features(plain[i]["features"], a), rtol=0, atol=1e-4)
+    again = MotionTextDataset(records(), seed=3, rotate=30.0)
+    torch.testing.assert_close(again[2]["features"], turned[2]["features"], rtol=0, atol=0)
+    turned.set_epoch(1)
+    assert not torch.equal(turned[2]["features"], again[2]["features"])
+    evaluation = MotionTextDataset(records(), seed=3, rotate=30.0, train=False)
+    torch.testing.assert_close(evaluation[0]["features"], plain[0]["features"], rtol=0, atol=0)  # never at evaluation
