@@ -34,9 +34,9 @@ RETRIEVAL_EXCLUDE = ("self", "learner")  # the config's choices; "none" too for 
 
 
 def _features(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    from evaluation.baselines import _feature_matrix, motion_features
+    from evaluation.baselines import feature_matrix, motion_features
 
-    return _feature_matrix(records, motion_features)  # (N, 132)
+    return feature_matrix(records, motion_features)  # (N, 132)
 
 
 def consensus_order(texts: Sequence[str], df: Any) -> list[int]:

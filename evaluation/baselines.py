@@ -43,7 +43,7 @@ from evaluation.quality import (cider_d_matrix, distinct, document_frequency, no
                                 reference_ceiling, self_retrieval)
 
 __all__ = ["CONSENSUS_KS", "BASELINE_NAMES", "REFERENCE_POINTS", "BaselineInputError", "motion_features",
-           "bone_length_features", "nearest_order", "most_frequent_text", "training_texts",
+           "bone_length_features", "feature_matrix", "nearest_order", "most_frequent_text", "training_texts",
            "consensus_pick", "ConsensusRetrieval", "compute_baselines", "format_table", "main"]
 
 CONSENSUS_KS = (1, 2, 3, 5, 7, 10, 15)
@@ -112,7 +112,8 @@ def bone_length_features(coordinates: np.ndarray) -> np.ndarray:
     return np.linalg.norm(coordinates[:, joints] - coordinates[:, parents], axis=-1).mean(axis=0)
 
 
-def _feature_matrix(records: Sequence[Mapping[str, Any]], fn) -> np.ndarray:
+def feature_matrix(records: Sequence[Mapping[str, Any]], fn) -> np.ndarray:
+    """``fn`` (e.g. :func:`motion_features`) of each record's joints, stacked ``[N, F]``."""
     return np.stack([fn(_joints(rec)) for rec in records])
 
 
@@ -172,7 +173,7 @@ class ConsensusRetrieval:
 
     def __init__(self, train_records: Sequence[Mapping[str, Any]]):
         self.records = list(train_records)
-        features = _feature_matrix(self.records, motion_features)
+        features = feature_matrix(self.records, motion_features)
         self.standardise = _standardiser(features)
         self.features = self.standardise(features)
         self.texts = [t for rec in self.records for t in rec["labels"]]
@@ -183,7 +184,7 @@ class ConsensusRetrieval:
 
     def neighbours(self, query_records: Sequence[Mapping[str, Any]], k: int | None = None) -> np.ndarray:
         """The ``k`` (default: all) nearest training clips of each query record, ``[Q, k]``."""
-        queries = self.standardise(_feature_matrix(query_records, motion_features))
+        queries = self.standardise(feature_matrix(query_records, motion_features))
         return nearest_order(self.features, queries, k)
 
     def pick(self, neighbours: Sequence[int], k: int) -> str:
@@ -222,8 +223,8 @@ class ConsensusRetrieval:
 
 def _nearest_first_labels(train_records, test_records, feature_fn) -> dict[str, str]:
     """``labels[0]`` of each test clip's nearest training clip by ``feature_fn``."""
-    train = _feature_matrix(train_records, feature_fn)
-    nearest = nearest_order(train, _feature_matrix(test_records, feature_fn), 1)[:, 0]
+    train = feature_matrix(train_records, feature_fn)
+    nearest = nearest_order(train, feature_matrix(test_records, feature_fn), 1)[:, 0]
     return {rec["video_name"]: train_records[i]["labels"][0] for rec, i in zip(test_records, nearest)}
 
 
