@@ -100,6 +100,12 @@ def loaded_batch(run):
     return model, inference.collator_for(model, cfg)([dataset[i] for i in range(len(dataset))])
 
 
+def test_the_log_counts_the_copy_heads_parameters(copy_run):
+    line = next(l for l in (copy_run / "train.log").read_text().splitlines() if "trainable of" in l)
+    d = 32  # the tiny run's d_model: attend d x d, gate 2d + 1
+    assert f"copy head {d * d + 2 * d + 1:,}/{d * d + 2 * d + 1:,}" in line
+
+
 def test_sampled_scores_equal_teacher_forced_log_probs(copy_run):
     """generate runs the encoder on N clips and the decoder on N x 3 rows; teacher forcing runs both
     on N x 3 rows: the copy memory must line up in both."""

@@ -73,7 +73,10 @@ def describe(model: nn.Module, parts: Iterable[str] = ()) -> str:
     """One line for the log: trainable and total parameters, overall and per part."""
     trainable, total = parameter_counts(model)
     pieces = []
-    for name, module in (("encoder", model.encoder), ("projection", model.projection), ("T5", model.t5)):
+    parts_of = [("encoder", model.encoder), ("projection", model.projection), ("T5", model.t5)]
+    if getattr(model, "copy", None) is not None:
+        parts_of.append(("copy head", model.copy))
+    for name, module in parts_of:
         t, n = parameter_counts(module)
         pieces.append(f"{name} {t:,}/{n:,}")
     settings = lora.t5_record(model)["lora"] if lora.is_wrapped(model.t5) else None
