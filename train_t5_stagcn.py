@@ -428,6 +428,7 @@ def main(argv: list[str] | None = None) -> dict:
                       stored_tokenizer=init_payload.get("tokenizer") if init_payload else None)
     model = build_model(cfg, data.tokenizer).to(dist.device)
     model.retriever = data.retriever
+    model.label_smoothing = cfg.train.label_smoothing
     log.info("model: %.2fM parameters (encoder %.2fM, T5 %.2fM)", n_params(model) / 1e6,
              n_params(model.encoder) / 1e6, n_params(model.t5) / 1e6)
     if args.eval_only:

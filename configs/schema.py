@@ -160,6 +160,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
     grad_clip: float = 1.0
+    label_smoothing: float = 0.0  # cross-entropy against (1 - e) one-hot + e uniform over the vocabulary
     amp: bool = True  # CUDA only: bf16 where supported, else fp16 with a GradScaler
     drop_last: bool = False
     group_by_length: bool = True  # batches of clips of about the same length (dataloaders/sampler.py)
@@ -310,6 +311,8 @@ def validate(cfg: Config) -> Config:
                           f"of the others), found {cfg.train.scst.samples!r}")
     if not 0.0 <= cfg.data.mirror <= 1.0:
         raise ConfigError(f"data.mirror: expected a probability in [0, 1], found {cfg.data.mirror!r}")
+    if not 0.0 <= cfg.train.label_smoothing < 1.0:
+        raise ConfigError(f"train.label_smoothing: expected a number in [0, 1), found {cfg.train.label_smoothing!r}")
     if not 0.0 <= cfg.data.rotate <= 180.0:
         raise ConfigError(f"data.rotate: expected degrees in [0, 180], found {cfg.data.rotate!r}")
     if not 0.0 <= cfg.data.val_split.fraction < 1.0:

@@ -44,6 +44,7 @@ class Captioner(nn.Module):
         self.reference = reference
         self.last_attention: dict[str, torch.Tensor] = {}
         self.retriever: Any = None  # dataloaders.retrieval.Retriever of a retrieval model
+        self.label_smoothing = 0.0  # training's train.label_smoothing (set by the trainer)
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         self.register_buffer("prefix_ids", torch.tensor(ids, dtype=torch.long), persistent=False)
         self.copy: CopyHead | None = None
@@ -110,7 +111,11 @@ class Captioner(nn.Module):
         if batch.get("sampled_ids") is not None:
             return self.self_critical_loss(embeds, attn, batch["sampled_ids"], batch["advantages"])
         out = self.t5(inputs_embeds=embeds, attention_mask=attn, labels=batch["labels"], use_cache=False)
-        return out.loss
+        if not self.label_smoothing:
+            return out.loss
+        logits = out.logits.float()  # (N, T, V)
+        return nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
+                                           label_smoothing=self.label_smoothing)
 
     def sequence_log_probs(self, embeds: torch.Tensor, attn: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
         """Summed log-probabilities (N * K,) of sampled captions (N * K, 1 + T) (the decoder start

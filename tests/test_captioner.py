@@ -137,6 +137,32 @@ def test_labels_padding_is_ignored_by_the_loss(coach_data, tokenizer):
     torch.testing.assert_close(loss, manual)
 
 
+def test_label_smoothing_equals_a_hand_written_mixture(coach_data, tokenizer):
+    """train.label_smoothing e: per real target token (1 - e) * -log p(target) + e * mean over the
+    vocabulary of -log p(w), averaged over the real tokens; e = 0 is the plain loss."""
+    records, _ = coach_data
+    ds = MotionTextDataset(records[:3], train=False)
+    batch = Collator(tokenizer)([ds[i] for i in range(3)])
+    model = make_captioner(tokenizer).eval()
+    with torch.no_grad():
+        plain = model(batch)
+        model.label_smoothing = 0.2
+        smoothed = model(batch)
+        embeds, attn = model.encode(batch)
+        logp = model.t5(inputs_embeds=embeds, attention_mask=attn, labels=batch["labels"]).logits.double().log_softmax(-1)
+    terms = []
+    for n in range(batch["labels"].shape[0]):
+        for t in range(batch["labels"].shape[1]):
+            target = int(batch["labels"][n, t])
+            if target == -100:
+                continue
+            terms.append(0.8 * -logp[n, t, target] + 0.2 * -logp[n, t].mean())
+    torch.testing.assert_close(smoothed.double(), torch.stack(terms).mean(), rtol=1e-5, atol=1e-6)
+    plain_terms = [-logp[n, t, int(y)] for n in range(logp.shape[0]) for t, y in enumerate(batch["labels"][n])
+                   if int(y) != -100]
+    torch.testing.assert_close(plain.double(), torch.stack(plain_terms).mean(), rtol=1e-5, atol=1e-6)
+
+
 def test_tiny_captioner_overfits_eight_clips(coach_data, tokenizer):
     records, standards = coach_data
     ds = MotionTextDataset(records[:8], standards, segment="aligned", reference=True, train=False)
