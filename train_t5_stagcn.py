@@ -232,16 +232,15 @@ def generate_captions(model, dataset, data: Data, cfg: schema.Config, dist: dist
 
 def caption_batch(model, batch: dict, cfg: schema.Config, data: Data) -> list[str]:
     """One caption per clip: the best beam, or with ``eval.rerank`` the one of that many beam
-    candidates with the highest CIDEr-D against the clip's pool of retrieved training texts."""
-    from dataloaders.retrieval import rerank
+    candidates (and ``eval.rerank_samples`` sampled ones) with the highest CIDEr-D against the
+    clip's pool of retrieved training texts (:func:`evaluation.inference.reranked_captions`)."""
+    from evaluation.inference import reranked_captions
 
     if not cfg.eval.rerank:
         return model.generate(batch, num_beams=cfg.eval.num_beams, max_new_tokens=cfg.eval.max_new_tokens)
-    n = cfg.eval.rerank
-    texts = model.generate(batch, num_beams=max(n, cfg.eval.num_beams), num_return_sequences=n,
-                           max_new_tokens=cfg.eval.max_new_tokens)  # (N * n,), each clip's together
-    candidates = [texts[i * n:(i + 1) * n] for i in range(len(batch["video_names"]))]
-    return rerank(candidates, batch["pools"], data.retriever.df)
+    return reranked_captions(model, batch, candidates=cfg.eval.rerank, samples=cfg.eval.rerank_samples,
+                             temperature=cfg.eval.rerank_temperature, num_beams=cfg.eval.num_beams,
+                             max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed)
 
 
 def metrics_of(predictions: dict[str, str], dataset, data: Data, cfg: schema.Config) -> dict:

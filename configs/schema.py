@@ -187,6 +187,8 @@ class EvalConfig:
     metric: str = "CIDEr"  # which validation metric picks `best.pt`
     rerank: int = 0  # beam candidates reranked by CIDEr-D against the retrieved clips' texts (0: off)
     rerank_k: int = 3  # training clips whose texts the candidates are reranked against
+    rerank_samples: int = 0  # sampled candidates added to the beam candidates (drawn per clip from seed and name)
+    rerank_temperature: float = 1.0  # softmax temperature of those samples
     log_test: bool = False  # also score the test split at each evaluation (logged, never used to choose)
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
     num_logged_samples: int = 4
@@ -225,11 +227,11 @@ POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.
             "eval.num_beams", "eval.max_new_tokens", "data.max_target_len",
             "model.tokenizer.vocab_size", "model.encoder.temporal_kernel", "train.max_nonfinite",
             "train.save_every_epochs", "train.log_every", "train.dist_timeout_s", "model.t5.lora.alpha",
-            "model.retrieval.texts", "model.retrieval.max_tokens", "eval.rerank_k", "train.scst.lr",
+            "model.retrieval.texts", "model.retrieval.max_tokens", "eval.rerank_k", "eval.rerank_temperature", "train.scst.lr",
             "train.scst.batch_size", "train.scst.max_new_tokens")
 NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "model.t5.lora.r",
                 "train.keep_epoch_checkpoints", "train.limit_steps", "data.num_workers",
-                "eval.num_logged_pictures", "train.early_stop", "eval.rerank", "model.retrieval.k", "train.scst.epochs",
+                "eval.num_logged_pictures", "train.early_stop", "eval.rerank", "eval.rerank_samples", "model.retrieval.k", "train.scst.epochs",
                 "model.encoder.dropout", "model.projection.dropout")
 
 
@@ -311,6 +313,9 @@ def validate(cfg: Config) -> Config:
                           f"of the others), found {cfg.train.scst.samples!r}")
     if not 0.0 <= cfg.data.mirror <= 1.0:
         raise ConfigError(f"data.mirror: expected a probability in [0, 1], found {cfg.data.mirror!r}")
+    if cfg.eval.rerank_samples and not cfg.eval.rerank:
+        raise ConfigError(f"eval.rerank_samples: sampled candidates are only used when reranking; set eval.rerank "
+                          f"> 0 (found eval.rerank=0, eval.rerank_samples={cfg.eval.rerank_samples})")
     if not 0.0 <= cfg.train.label_smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing: expected a number in [0, 1), found {cfg.train.label_smoothing!r}")
     if not 0.0 <= cfg.data.rotate <= 180.0:

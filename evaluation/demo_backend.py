@@ -138,6 +138,11 @@ class DemoRun:
         """Whether the run was trained with retrieval (so its beam candidates can be reranked)."""
         return getattr(self.model, "retriever", None) is not None
 
+    def candidates_text(self, rerank: int) -> str:
+        """"5 beam candidates" (and "and 10 sampled ones" with ``eval.rerank_samples``)."""
+        samples = self.cfg.eval.rerank_samples
+        return f"{rerank} beam candidates" + (f" and {samples} sampled ones" if samples else "")
+
     def rerank_of(self, decoding: Decoding) -> int:
         """The reranking ``caption.py`` applies with these options: theirs, else the run's ``eval.rerank``."""
         return int(self.cfg.eval.rerank if decoding.rerank is None else decoding.rerank)
@@ -162,7 +167,7 @@ class DemoRun:
         m = self.cfg.model
         parts = [f"checkpoint `{self.ckpt}`", f"projection `{m.projection.policy}`",
                  "compares with a standard (reference branch)" if self.uses_standards else "no reference branch",
-                 *([f"retrieval (reranks {self.cfg.eval.rerank} beam candidates)"] if self.retrieves else []),
+                 *([f"retrieval (reranks {self.candidates_text(self.cfg.eval.rerank)})"] if self.retrieves else []),
                  f"{len(self.test_records)} test clips" if self.test_records else "no test clips found",
                  f"standards: {', '.join(self.motion_types())}" if self.standards else "no standards found",
                  f"HybrIK uploads are read in the `{self.hybrik_frame()}` frame"]
@@ -256,7 +261,7 @@ class DemoRun:
             say(0.45, "drawing the skeletons and the attention")
             pictures = self._pictures(records[0], standards, decoding)
         if rerank:
-            notes.append(f"the caption is the best of {rerank} beam candidates by CIDEr-D against the texts of "
+            notes.append(f"the caption is the best of {self.candidates_text(rerank)} by CIDEr-D against the texts of "
                          f"the nearest training clips; the attention pictures are those of the first beam")
         elif decoding.mode == "sampling":
             notes.append("the attention pictures are those of the greedy caption")

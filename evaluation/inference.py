@@ -341,6 +341,48 @@ def iter_batches(dataset: Any, batch_size: int, device: torch.device | str = "cp
 
 
 # ============================================================================ generation =====
+def clip_seed(seed: int, name: str) -> int:
+    """A clip's own random seed, from the run's seed and the clip's name (not its batch or rank)."""
+    import zlib
+
+    return zlib.crc32(f"{int(seed)}:{name}".encode("utf-8"))
+
+
+def clip_slice(batch: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """Clip ``i`` of a collated batch as a batch of one (per-clip tensors and lists cut, the rest kept)."""
+    n = len(batch["video_names"])
+    out = {}
+    for key, value in batch.items():
+        if (torch.is_tensor(value) and value.dim() and value.shape[0] == n) or \
+                (isinstance(value, list) and len(value) == n):
+            out[key] = value[i:i + 1]
+        else:
+            out[key] = value
+    return out
+
+
+def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, samples: int = 0,
+                      temperature: float = 1.0, num_beams: int = 1, max_new_tokens: int = 64,
+                      seed: int = 0) -> list[str]:
+    """One caption per clip: of ``candidates`` beam candidates and ``samples`` sampled ones, the
+    one with the highest CIDEr-D against the clip's pool of retrieved training texts
+    (``eval.rerank``, ``eval.rerank_samples``). Each clip's samples are drawn from
+    :func:`clip_seed` (pure sampling at ``temperature``), so neither the batch a clip falls in
+    nor the rank that captions it changes them; training's evaluation and ``caption.py`` agree.
+    The global random state is changed; callers that care fork it."""
+    from dataloaders.retrieval import rerank
+
+    n = len(batch["video_names"])
+    texts = model.generate(batch, num_beams=max(candidates, num_beams), num_return_sequences=candidates,
+                           max_new_tokens=max_new_tokens)  # (N * candidates,), each clip's together
+    groups = [texts[i * candidates:(i + 1) * candidates] for i in range(n)]
+    for i, name in enumerate(batch["video_names"][:n] if samples else []):
+        torch.manual_seed(clip_seed(seed, name))
+        groups[i] = groups[i] + model.generate(clip_slice(batch, i), do_sample=True, top_k=0, temperature=temperature,
+                                               num_return_sequences=samples, max_new_tokens=max_new_tokens)
+    return rerank(groups, batch["pools"], model.retriever.df)
+
+
 def generation_kwargs(num_beams: int = 1, sample: bool = False, temperature: float | None = None,
                       top_p: float | None = None, num_return_sequences: int = 1,
                       max_new_tokens: int = 64) -> dict[str, Any]:
@@ -377,8 +419,9 @@ def caption_records(model: Any, cfg: Any, records: Sequence[dict],
     ``generate`` are ``T5.generate`` arguments, e.g. from :func:`generation_kwargs` (default:
     greedy, 64 new tokens). ``seed`` makes sampling repeatable. ``source`` names the inputs in
     error messages (e.g. the files the records came from). ``rerank`` (a retrieval run's
-    ``eval.rerank``): that many beam candidates, and the one with the highest CIDEr-D against
-    the clip's retrieved training texts is the caption (one per clip).
+    ``eval.rerank``): that many beam candidates (and the run's ``eval.rerank_samples`` sampled
+    ones, see :func:`reranked_captions`), and the one with the highest CIDEr-D against the clip's
+    retrieved training texts is the caption (one per clip).
     """
     from tqdm import tqdm
 
@@ -391,17 +434,17 @@ def caption_records(model: Any, cfg: Any, records: Sequence[dict],
     captions: dict[str, list[str]] = {}
     if rerank and getattr(model, "retriever", None) is None:
         raise UsageError("--rerank needs a run trained with retrieval (model.retrieval.k or eval.rerank)")
-    if rerank:
-        generate.update(num_beams=max(rerank, int(generate.get("num_beams", 1))), num_return_sequences=rerank,
-                        do_sample=False)
-        per_clip = rerank
     batches = iter_batches(dataset, batch_size, device, collator_for(model, cfg))
     for batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc="captioning",
                       disable=not progress, leave=False):
-        texts = model.generate(batch, **generate)  # (N * per_clip,) texts, each clip's together
-        groups = [texts[i * per_clip:(i + 1) * per_clip] for i in range(len(batch["video_names"]))]
         if rerank:
-            from dataloaders.retrieval import rerank as rerank_candidates
-            groups = [[best] for best in rerank_candidates(groups, batch["pools"], model.retriever.df)]
+            best = reranked_captions(model, batch, candidates=rerank, samples=cfg.eval.rerank_samples,
+                                     temperature=cfg.eval.rerank_temperature,
+                                     num_beams=int(generate.get("num_beams", 1)),
+                                     max_new_tokens=int(generate["max_new_tokens"]), seed=cfg.seed)
+            groups = [[text] for text in best]
+        else:
+            texts = model.generate(batch, **generate)  # (N * per_clip,) texts, each clip's together
+            groups = [texts[i * per_clip:(i + 1) * per_clip] for i in range(len(batch["video_names"]))]
         captions.update(zip(batch["video_names"], groups))
     return captions

@@ -35,11 +35,11 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def retrieval_run(tmp_path_factory) -> Path:
     """A synthetic run with retrieval: the 2 nearest training clips' texts in the encoder input and
-    3 beam candidates reranked (tests/test_retrieval.py and the web page's tests)."""
+    3 beam candidates and 2 sampled ones reranked (tests/test_retrieval.py and the web page's tests)."""
     import train_t5_stagcn as trainer
     from tests.test_train import tiny
 
     results = tmp_path_factory.mktemp("retrieval_runs")
     trainer.main(tiny(results, "ret", "train.lr=1e-2", "train.epochs=3", "eval.every=3", "model.retrieval.k=2",
-                      "eval.rerank=3", "eval.max_new_tokens=8"))
+                      "eval.rerank=3", "eval.rerank_samples=2", "eval.max_new_tokens=8"))
     return results / "ret"

@@ -217,3 +217,35 @@ def test_cross_attention_pictures_keep_the_motion_tokens_only(retrieval_run):
         assert attn.cross.shape[1] == motion_tokens  # time_pool: one token per joint
         np.testing.assert_allclose(attn.cross.sum(axis=1), 1.0, atol=1e-5)
         assert (attn.prefix_share > 0).all()  # the retrieved texts hold some of the attention
+
+
+# ------------------------------------------------------------------------------ sampled candidates
+class FakeCaptioner:
+    """generate(): beams are fixed strings; a sample's text carries the next random draw."""
+    retriever = type("R", (), {"df": None})()
+
+    def generate(self, batch, num_return_sequences=1, do_sample=False, **kw):
+        out = []
+        for name in batch["video_names"]:
+            for j in range(num_return_sequences):
+                out.append(f"{name} sample {torch.rand(1).item():.8f}" if do_sample else f"{name} beam {j}")
+        return out
+
+
+def test_sampled_candidates_join_the_beams_and_depend_on_seed_and_clip_only(monkeypatch):
+    import dataloaders.retrieval as retrieval
+    from evaluation.inference import clip_slice, reranked_captions
+
+    seen = []
+    monkeypatch.setattr(retrieval, "rerank", lambda groups, pools, df: seen.extend(groups) or [g[-1] for g in groups])
+    batch = {"video_names": ["a", "b", "c"], "x": torch.zeros(3, 2), "pools": [["p"], ["q"], ["r"]], "k": 7}
+    one = clip_slice(batch, 1)
+    assert one["video_names"] == ["b"] and one["pools"] == [["q"]] and one["k"] == 7 and one["x"].shape == (1, 2)
+    together = reranked_captions(FakeCaptioner(), batch, candidates=2, samples=3, seed=5)
+    assert [len(g) for g in seen] == [5, 5, 5] and all(g[:2] == [f"{n} beam 0", f"{n} beam 1"]
+                                                      for g, n in zip(seen, "abc"))
+    torch.manual_seed(123)  # the global state before the call does not matter
+    alone = [reranked_captions(FakeCaptioner(), clip_slice(batch, i), candidates=2, samples=3, seed=5)[0]
+             for i in (2, 0, 1)]
+    assert together == [alone[1], alone[2], alone[0]]
+    assert reranked_captions(FakeCaptioner(), batch, candidates=2, samples=3, seed=6) != together
