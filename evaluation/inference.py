@@ -376,7 +376,7 @@ def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, 
     texts = model.generate(batch, num_beams=max(candidates, num_beams), num_return_sequences=candidates,
                            max_new_tokens=max_new_tokens)  # (N * candidates,), each clip's together
     groups = [texts[i * candidates:(i + 1) * candidates] for i in range(n)]
-    for i, name in enumerate(batch["video_names"][:n] if samples else []):
+    for i, name in enumerate(batch["video_names"] if samples else []):
         torch.manual_seed(clip_seed(seed, name))
         groups[i] = groups[i] + model.generate(clip_slice(batch, i), do_sample=True, top_k=0, temperature=temperature,
                                                num_return_sequences=samples, max_new_tokens=max_new_tokens)
