@@ -156,3 +156,27 @@ def test_caption_py_and_the_export_caption_like_training(copy_run, tmp_path, cap
     out = export_run(copy_run, tmp_path / "export")
     assert caption.main(["--run", str(out), *args]) == 0
     assert {k: v[0] for k, v in json.loads(capsys.readouterr().out).items()} == got
+
+
+def test_copy_head_with_lora_trains_reloads_and_captions_alike(tmp_path, capsys):
+    """LoRA wraps T5 in peft; the copy head's hooks sit on the wrapped model's encoder and lm_head."""
+    import caption
+    import train_t5_stagcn as trainer
+    from tests.test_train import tiny
+
+    trainer.main(tiny(tmp_path, "copy_lora", "train.lr=1e-2", "train.epochs=1", "model.retrieval.k=2",
+                      "model.retrieval.copy=true", "eval.rerank=2", "model.t5.lora.r=4"))
+    run = tmp_path / "copy_lora"
+    assert "copy head" in next(l for l in (run / "train.log").read_text().splitlines() if "trainable of" in l)
+    model, batch = loaded_batch(run)
+    with torch.no_grad():
+        model.copy.gate.bias.fill_(-60.0)  # copy only: the hooks act on the wrapped model too
+        embeds, attn = model.encode(batch)
+        ids = model.t5.generate(inputs_embeds=embeds, attention_mask=attn, max_new_tokens=6)
+    for row, clip_ids, clip_mask in zip(ids, batch["retrieved_ids"], batch["retrieved_mask"]):
+        assert set(row.tolist()) <= set(clip_ids[clip_mask.bool()].tolist()) | {model.t5.config.pad_token_id}
+    data = run / "data"
+    assert caption.main(["--run", str(run), str(data / "test.pkl"), "--standard", str(data / "standard.pkl"),
+                         "--max_new_tokens", "6", "--json"]) == 0
+    got = {k: v[0] for k, v in json.loads(capsys.readouterr().out).items()}
+    assert got == json.loads((run / "predictions" / "test_best.json").read_text())
