@@ -57,16 +57,20 @@ def data_files(cfg: Any, run_dir: Path, main: bool, barrier: Callable[[], None]
     return root / d.train, (root / d.val if d.val else None), root / d.test, (root / d.standard if d.standard else None)
 
 
+def texts_of(records: list[dict]) -> list[str]:
+    """Every label and paraphrase of ``records``: what a tokenizer trained for them learns."""
+    return [t for r in records for t in r["labels"] + (r.get("augmented_labels") or [])]
+
+
 def extra_tokenizer_texts(paths: list[str]) -> list[str]:
     """The labels (and paraphrases) of ``model.tokenizer.also_train_on``'s dataset pickles."""
     texts: list[str] = []
     for name in paths:
-        path = Path(name) if Path(name).is_absolute() else REPO_ROOT / name
+        path = repo_path(name)
         if not path.is_file():
             raise FileNotFoundError(f"model.tokenizer.also_train_on: {path} is not a file (expected a "
                                     "dataset pickle whose texts the tokenizer also learns)")
-        records = load_records(path)
-        more = [t for r in records for t in r["labels"] + (r.get("augmented_labels") or [])]
+        more = texts_of(load_records(path))
         log.info("tokenizer: %d more texts from %s (model.tokenizer.also_train_on)", len(more), path)
         texts += more
     return texts
@@ -121,7 +125,7 @@ def build_data(cfg: Any, run_dir: Path, *, main: bool = True, barrier: Callable[
                               **common)
     val = MotionTextDataset(val_records, train=False, source=val_source, **common) if val_records else None
     test = MotionTextDataset(test_records, train=False, source=str(test_file), **common)
-    texts = [t for r in train_records for t in r["labels"] + (r.get("augmented_labels") or [])]
+    texts = texts_of(train_records)
     tokenizer = tokenizer_for_run(cfg, run_dir, texts, stored_tokenizer, main, barrier)
     log.info("data: %d train samples from %d clips (%s), %d validation clips (%s), %d test clips (%s)",
              len(train), len(train_records), train_file, len(val) if val else 0, val_source or "none",
