@@ -139,6 +139,11 @@ class ModelConfig:
     reference: str = "none"  # none | subtract
     prompt: str = ""  # task prompt whose token embeddings precede the motion tokens (encoder side)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    # texts written by this many annotators in a fixed order (BX: labels[i] is coach i's, and
+    # augmented_labels[i] paraphrases labels[i]); > 0: the captioner is told whose text it writes
+    # (a learnt annotator token before the motion tokens) and reads that annotator's texts of the
+    # retrieved clips (models/captioner.py); 0: off
+    annotators: int = 0
     t5: T5Section = field(default_factory=T5Section)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
 
@@ -189,6 +194,7 @@ class EvalConfig:
     rerank_k: int = 3  # training clips whose texts the candidates are reranked against
     rerank_samples: int = 0  # sampled candidates added to the beam candidates (drawn per clip from seed and name)
     rerank_temperature: float = 1.0  # softmax temperature of those samples
+    annotators: list[int] = field(default_factory=list)  # whose captions are written (model.annotators); empty: all
     log_test: bool = False  # also score the test split at each evaluation (logged, never used to choose)
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
     num_logged_samples: int = 4
@@ -232,6 +238,7 @@ POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.
 NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "model.t5.lora.r",
                 "train.keep_epoch_checkpoints", "train.limit_steps", "data.num_workers",
                 "eval.num_logged_pictures", "train.early_stop", "eval.rerank", "eval.rerank_samples", "model.retrieval.k", "train.scst.epochs",
+                "model.annotators",
                 "model.encoder.dropout", "model.projection.dropout")
 
 
@@ -325,6 +332,10 @@ def validate(cfg: Config) -> Config:
     if cfg.model.retrieval.copy and not cfg.model.retrieval.k:
         raise ConfigError("model.retrieval.copy: copying needs retrieved texts; set model.retrieval.k > 0 "
                           "(found model.retrieval.k=0)")
+    bad = [a for a in cfg.eval.annotators if not 0 <= a < cfg.model.annotators]
+    if bad or (cfg.eval.annotators and not cfg.model.annotators):
+        raise ConfigError(f"eval.annotators: expected indices of the model's annotators, 0 to "
+                          f"{cfg.model.annotators - 1} (model.annotators={cfg.model.annotators}), found {cfg.eval.annotators!r}")
     _validate_lists(cfg)
     if cfg.data.kind == "pickle" and not cfg.data.root:
         raise ConfigError("data.root: expected the folder holding the dataset pickles "

@@ -23,6 +23,13 @@ text is drawn per epoch from ``(seed, epoch)`` (call :meth:`set_epoch`). ``augme
 adds the clip's paraphrases to its training texts. ``train=False`` gives one sample per clip with
 the first label as text (and ``""`` for unlabelled, inference-only clips). ``references`` are
 always all of a clip's ``labels`` (no paraphrases).
+
+Annotators (``annotators=A > 0``, ``model.annotators``): the labels are written by ``A``
+annotators in a fixed order, ``labels[i]`` by annotator ``i`` and ``augmented_labels[i]`` a
+paraphrase of ``labels[i]``; each training item carries the ``annotator`` of its text, and, when
+the retrieved texts come per annotator (field ``retrieved_by_annotator``), its ``retrieved``
+texts are that annotator's. Evaluation items carry no annotator: the caller picks one
+(:func:`evaluation.inference.for_annotator`).
 """
 from __future__ import annotations
 
@@ -51,6 +58,7 @@ class _Clip:
     references: list[str]
     targets: list[str]
     motion_type: str | None
+    annotators: list[int]  # the annotator of each target (all 0 without model.annotators)
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
@@ -76,6 +84,8 @@ class MotionTextDataset(Dataset):
             temporal kernel, since a shorter clip is mostly convolution padding.
         on_bad: ``strict`` raises :class:`DataError` on a clip shorter than ``min_frames``;
             ``skip`` drops it with a warning (as ``data.on_bad`` does for invalid records).
+        annotators: number of annotators whose texts are told apart (see the module docstring);
+            a training clip with more labels (or paraphrases) than that is a :class:`DataError`.
     """
 
     def __init__(self, records: Sequence[Mapping[str, Any]],
@@ -83,7 +93,8 @@ class MotionTextDataset(Dataset):
                  labels: str = "all", augmented_labels: bool = False,
                  normalise: str = "root_first_frame", reference: bool = False,
                  train: bool = True, seed: int = 0, source: str = "<records>",
-                 min_frames: int = 1, on_bad: str = "strict", mirror: float = 0.0, rotate: float = 0.0) -> None:
+                 min_frames: int = 1, on_bad: str = "strict", mirror: float = 0.0, rotate: float = 0.0,
+                 annotators: int = 0) -> None:
         _check_choice("segment", segment, SEGMENT_CHOICES)
         _check_choice("labels", labels, LABEL_MODES)
         _check_choice("normalise", normalise, NORMALISATIONS)
@@ -93,6 +104,7 @@ class MotionTextDataset(Dataset):
         self.segment, self.label_mode = segment, labels
         self.normalise, self.train, self.seed = normalise, train, seed
         self.use_augmented = augmented_labels
+        self.annotators = int(annotators)
         if not 0.0 <= mirror <= 1.0:
             raise ValueError(f"mirror: expected a probability in [0, 1], found {mirror!r}")
         self.mirror = float(mirror) if train else 0.0  # share of samples mirrored each epoch (augment.py)
@@ -179,16 +191,29 @@ class MotionTextDataset(Dataset):
         standard = (None if standards is None
                     else self._standard_features(index, rec, standards, end - start))
         references = list(rec.get("labels") or [])
+        annotators = [0]
         if self.train:
-            targets = references + (list(rec.get("augmented_labels") or [])
-                                    if self.use_augmented else [])
+            paraphrases = list(rec.get("augmented_labels") or []) if self.use_augmented else []
+            targets = references + paraphrases
             if not targets:
                 raise DataError(f"{self._where(index, rec)}: key 'labels': expected at least one "
                                 f"training text, found none")
+            annotators = self._annotators_of(index, rec, len(references), len(paraphrases))
         else:
             targets = references[:1] or [""]
         return _Clip(str(rec["video_name"]), features, standard, references, targets,
-                     rec.get("motion_type"))
+                     rec.get("motion_type"), annotators)
+
+    def _annotators_of(self, index: int, rec: Mapping[str, Any], labels: int, paraphrases: int) -> list[int]:
+        """The annotator of each training text: ``labels[i]`` and ``augmented_labels[i]`` are annotator
+        ``i``'s (all 0 when annotators are not told apart)."""
+        if not self.annotators:
+            return [0] * (labels + paraphrases)
+        for key, count in (("labels", labels), ("augmented_labels", paraphrases)):
+            if count > self.annotators:
+                raise DataError(f"{self._where(index, rec)}: key {key!r}: expected at most "
+                                f"{self.annotators} texts, one per annotator (model.annotators), found {count}")
+        return list(range(labels)) + list(range(paraphrases))
 
     def _build_items(self) -> list[tuple[int, int]]:
         """(clip index, text index or -1 for "drawn per epoch") per sample."""
@@ -228,6 +253,10 @@ class MotionTextDataset(Dataset):
             "motion_type": clip.motion_type,
             **{field: texts.get(clip.video_name) for field, texts in self.retrieved.items()},
         }
+        if self.annotators and self.train:
+            item["annotator"] = clip.annotators[text_index]
+            if item.get("retrieved_by_annotator") is not None:  # that annotator's texts of the neighbours
+                item["retrieved"] = item["retrieved_by_annotator"][item["annotator"]]
         if self.mirror and self._mirrored[index]:
             item = self._mirror_item(item)
         return self._turn_item(item, float(self._turns[index])) if self.rotate else item
@@ -255,12 +284,16 @@ class MotionTextDataset(Dataset):
         for field in ("retrieved", "pool"):
             if item.get(field) is not None:
                 out[field] = [swap_left_right(t) for t in item[field]]
+        if item.get("retrieved_by_annotator") is not None:
+            out["retrieved_by_annotator"] = [[swap_left_right(t) for t in texts]
+                                             for texts in item["retrieved_by_annotator"]]
         return out
 
     def set_retrieved(self, texts: Mapping[str, Sequence[str]], field: str = "retrieved") -> None:
         """Give every item a ``field`` of retrieved training texts (see :mod:`dataloaders.retrieval`):
-        ``"retrieved"`` (the encoder-side input) or ``"pool"`` (what candidates are reranked
-        against), from ``{video_name: texts}``, which must cover every clip."""
+        ``"retrieved"`` (the encoder-side input), ``"retrieved_by_annotator"`` (the same, one list
+        per annotator) or ``"pool"`` (what candidates are reranked against), from
+        ``{video_name: texts}``, which must cover every clip."""
         missing = [c.video_name for c in self._clips if c.video_name not in texts]
         if missing:
             raise ValueError(f"retrieved texts missing for {len(missing)} clip(s), e.g. {missing[:3]}")
