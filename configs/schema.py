@@ -68,6 +68,7 @@ class DataConfig:
     augmented_labels: bool = False
     mirror: float = 0.0  # share of training samples mirrored left-right each epoch (dataloaders/augment.py)
     rotate: float = 0.0  # training samples turned about the vertical axis by up to this many degrees
+    speed: float = 0.0  # training samples played at a speed drawn from [1 - s, 1 + s] (resampled in time)
     normalise: str = "root_first_frame"  # none | root_first_frame
     on_bad: str = "strict"  # strict | skip
     max_target_len: int = 64
@@ -325,6 +326,8 @@ def validate(cfg: Config) -> Config:
                           f"> 0 (found eval.rerank=0, eval.rerank_samples={cfg.eval.rerank_samples})")
     if not 0.0 <= cfg.train.label_smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing: expected a number in [0, 1), found {cfg.train.label_smoothing!r}")
+    if not 0.0 <= cfg.data.speed < 1.0:
+        raise ConfigError(f"data.speed: expected a number in [0, 1), found {cfg.data.speed!r}")
     if not 0.0 <= cfg.data.rotate <= 180.0:
         raise ConfigError(f"data.rotate: expected degrees in [0, 180], found {cfg.data.rotate!r}")
     if not 0.0 <= cfg.data.val_split.fraction < 1.0:

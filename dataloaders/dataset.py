@@ -24,6 +24,9 @@ adds the clip's paraphrases to its training texts. ``train=False`` gives one sam
 the first label as text (and ``""`` for unlabelled, inference-only clips). ``references`` are
 always all of a clip's ``labels`` (no paraphrases).
 
+Speed (``speed=s``, training only): each sample, each epoch, is played at a speed drawn from
+``[1 - s, 1 + s]`` (from ``(seed, epoch)``): its frames linearly resampled, texts kept.
+
 Annotators (``annotators=A > 0``, ``model.annotators``): the labels are written by ``A``
 annotators in a fixed order, ``labels[i]`` by annotator ``i`` and ``augmented_labels[i]`` a
 paraphrase of ``labels[i]``; each training item carries the ``annotator`` of its text, and, when
@@ -94,7 +97,7 @@ class MotionTextDataset(Dataset):
                  normalise: str = "root_first_frame", reference: bool = False,
                  train: bool = True, seed: int = 0, source: str = "<records>",
                  min_frames: int = 1, on_bad: str = "strict", mirror: float = 0.0, rotate: float = 0.0,
-                 annotators: int = 0) -> None:
+                 speed: float = 0.0, annotators: int = 0) -> None:
         _check_choice("segment", segment, SEGMENT_CHOICES)
         _check_choice("labels", labels, LABEL_MODES)
         _check_choice("normalise", normalise, NORMALISATIONS)
@@ -111,6 +114,9 @@ class MotionTextDataset(Dataset):
         if not 0.0 <= rotate <= 180.0:
             raise ValueError(f"rotate: expected degrees in [0, 180], found {rotate!r}")
         self.rotate = float(rotate) if train else 0.0  # samples turned by up to this many degrees (augment.py)
+        if not 0.0 <= speed < 1.0:
+            raise ValueError(f"speed: expected a number in [0, 1), found {speed!r}")
+        self.speed = float(speed) if train else 0.0  # samples played at a speed in [1 - speed, 1 + speed]
         self.source = source
         use_standard = reference and bool(standards)
         self._std_cache: dict[tuple[str, int, int], np.ndarray] = {}
@@ -234,6 +240,8 @@ class MotionTextDataset(Dataset):
         self._mirrored = mirror_rng.random(len(self._items)) < self.mirror  # (num_samples,)
         turn_rng = np.random.default_rng([int(self.seed), self.epoch, 2])
         self._turns = turn_rng.uniform(-self.rotate, self.rotate, len(self._items))  # (num_samples,) degrees
+        speed_rng = np.random.default_rng([int(self.seed), self.epoch, 3])
+        self._speeds = speed_rng.uniform(1.0 - self.speed, 1.0 + self.speed, len(self._items))  # (num_samples,)
 
     # ---- access ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -257,9 +265,23 @@ class MotionTextDataset(Dataset):
             item["annotator"] = clip.annotators[text_index]
             if item.get("retrieved_by_annotator") is not None:  # that annotator's texts of the neighbours
                 item["retrieved"] = item["retrieved_by_annotator"][item["annotator"]]
+        if self.speed:
+            item = self._speed_item(item, float(self._speeds[index]))
         if self.mirror and self._mirrored[index]:
             item = self._mirror_item(item)
         return self._turn_item(item, float(self._turns[index])) if self.rotate else item
+
+    def _speed_item(self, item: dict[str, Any], factor: float) -> dict[str, Any]:
+        """The item played ``factor`` times as fast: its frames (and its standard's, which share
+        them) linearly resampled from ``T`` to ``round(T / factor)``, never below ``min_frames``;
+        texts kept. Joints and bones are linear in the coordinates, so these are the features of
+        the resampled coordinates."""
+        frames = item["features"].shape[1]
+        length = max(self.min_frames, 1, int(round(frames / factor)))
+        out = dict(item, features=torch.from_numpy(resample_time(item["features"].numpy(), length)))
+        if item["standard"] is not None:
+            out["standard"] = torch.from_numpy(resample_time(item["standard"].numpy(), length))
+        return out
 
     @staticmethod
     def _turn_item(item: dict[str, Any], degrees: float) -> dict[str, Any]:

@@ -123,3 +123,35 @@ def test_the_dataset_turns_samples_by_angles_drawn_from_seed_and_epoch():
     assert not torch.equal(turned[2]["features"], again[2]["features"])
     evaluation = MotionTextDataset(records(), seed=3, rotate=30.0, train=False)
     torch.testing.assert_close(evaluation[0]["features"], plain[0]["features"], rtol=0, atol=0)  # never at evaluation
+
+
+def played_at(coords: np.ndarray, length: int) -> np.ndarray:
+    """Each coordinate of each joint interpolated at ``length`` evenly spaced times (np.interp)."""
+    source = np.arange(len(coords))
+    times = np.linspace(0.0, len(coords) - 1, length)
+    flat = coords.reshape(len(coords), -1)
+    return np.stack([np.interp(times, source, flat[:, j]) for j in range(flat.shape[1])], axis=1) \
+        .reshape(length, *coords.shape[1:]).astype(np.float32)
+
+
+def test_speed_changes_the_frames_as_resampled_coordinates_would_and_keeps_the_texts():
+    recs = records(200)
+    fast = MotionTextDataset(recs, seed=4, speed=0.5, min_frames=3)
+    lengths = [fast[i]["features"].shape[1] for i in range(len(fast))]
+    assert min(lengths) >= round(8 / 1.5) and max(lengths) <= round(8 / 0.5) and len(set(lengths)) > 4
+    for i in range(0, 200, 37):
+        item = fast[i]
+        expected = compute_features(played_at(recs[i]["coordinates"], item["features"].shape[1]), "root_first_frame")
+        torch.testing.assert_close(item["features"], torch.from_numpy(expected), rtol=0, atol=1e-5)
+        assert item["text"] == recs[i]["labels"][0]
+    again = MotionTextDataset(recs, seed=4, speed=0.5, min_frames=3)
+    assert [again[i]["features"].shape[1] for i in range(len(again))] == lengths
+    fast.set_epoch(1)
+    assert [fast[i]["features"].shape[1] for i in range(len(fast))] != lengths
+    assert MotionTextDataset(recs, seed=4, speed=0.5, train=False)[0]["features"].shape[1] == 8  # never at evaluation
+    short = MotionTextDataset(records(1), speed=0.9, min_frames=7)
+    seen = []
+    for epoch in range(20):
+        short.set_epoch(epoch)
+        seen.append(short[0]["features"].shape[1])
+    assert min(seen) == 7 and max(seen) > 8  # sped up, but never below min_frames; slowed down too
