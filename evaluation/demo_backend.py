@@ -139,9 +139,14 @@ class DemoRun:
         return getattr(self.model, "retriever", None) is not None
 
     def candidates_text(self, rerank: int) -> str:
-        """"5 beam candidates" (and "and 10 sampled ones" with ``eval.rerank_samples``)."""
+        """"5 beam candidates" (and "and 10 sampled ones" with ``eval.rerank_samples``; "of each of
+        3 annotators" for a model that tells annotators apart)."""
+        from evaluation.inference import annotators_to_write
+
         samples = self.cfg.eval.rerank_samples
-        return f"{rerank} beam candidates" + (f" and {samples} sampled ones" if samples else "")
+        writers = [a for a in annotators_to_write(self.model, self.cfg) if a is not None]
+        return (f"{rerank} beam candidates" + (f" and {samples} sampled ones" if samples else "")
+                + (f" of each of {len(writers)} annotators" if len(writers) > 1 else ""))
 
     def rerank_of(self, decoding: Decoding) -> int:
         """The reranking ``caption.py`` applies with these options: theirs, else the run's ``eval.rerank``."""

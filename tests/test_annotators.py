@@ -215,3 +215,13 @@ def test_attention_pictures_of_an_annotator_model_keep_the_motion_tokens_only(an
     for attn in pictures.clip_attention(model, batch, max_new_tokens=4):
         assert attn.cross.shape[1] == motion_tokens
         np.testing.assert_allclose(attn.cross.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_web_page_captions_as_training_did_and_says_whose_candidates(annotator_run, tmp_path):
+    from evaluation import demo_backend as db
+
+    page = db.DemoRun(run=annotator_run, device="cpu", work_dir=tmp_path / "work")
+    name = page.clip_names()[0]
+    result = page.caption(page.test_clip(name), decoding=db.Decoding(max_new_tokens=8))
+    assert "2 beam candidates and 1 sampled ones of each of 3 annotators" in " ".join(result.notes)
+    assert result.texts == [json.loads((annotator_run / "predictions" / "test_best.json").read_text())[name]]
