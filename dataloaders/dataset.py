@@ -87,6 +87,7 @@ class MotionTextDataset(Dataset):
             temporal kernel, since a shorter clip is mostly convolution padding.
         on_bad: ``strict`` raises :class:`DataError` on a clip shorter than ``min_frames``;
             ``skip`` drops it with a warning (as ``data.on_bad`` does for invalid records).
+        speed: training samples are played at a speed drawn from ``[1 - speed, 1 + speed]``.
         annotators: number of annotators whose texts are told apart (see the module docstring);
             a training clip with more labels (or paraphrases) than that is a :class:`DataError`.
     """
