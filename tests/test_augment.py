@@ -155,3 +155,14 @@ def test_speed_changes_the_frames_as_resampled_coordinates_would_and_keeps_the_t
         short.set_epoch(epoch)
         seen.append(short[0]["features"].shape[1])
     assert min(seen) == 7 and max(seen) > 8  # sped up, but never below min_frames; slowed down too
+
+
+def test_a_speed_of_one_or_more_is_refused_naming_the_key():
+    import pytest
+
+    from configs import schema
+
+    with pytest.raises(schema.ConfigError, match=r"data.speed: expected a number in \[0, 1\), found 1.0"):
+        schema.load_config("configs/synthetic.yaml", ["data.speed=1.0"])
+    with pytest.raises(ValueError, match="speed"):
+        MotionTextDataset(records(), speed=-0.1)
