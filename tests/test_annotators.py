@@ -19,7 +19,7 @@ from dataloaders.collate import Collator
 from dataloaders.dataset import MotionTextDataset
 from dataloaders.records import DataError
 from dataloaders.retrieval import Retriever
-from tests.test_retrieval import FakeTokenizer, naive_neighbours, record
+from tests.test_retrieval import FakeTokenizer, naive_neighbours, record, run_test_batch
 
 
 def coach_records() -> list[dict]:
@@ -185,6 +185,7 @@ def annotator_run(tmp_path_factory):
 
 def test_caption_py_and_the_export_write_the_trained_runs_captions(annotator_run, tmp_path, capsys):
     import caption
+    from evaluation.inference import load_model
     from models.export import export_run, load_export
 
     data = annotator_run / "data"
@@ -194,21 +195,16 @@ def test_caption_py_and_the_export_write_the_trained_runs_captions(annotator_run
     assert got == json.loads((annotator_run / "predictions" / "test_best.json").read_text())
     out = export_run(annotator_run, tmp_path / "export")
     exported, _ = load_export(out)
-    trained, _, _ = __import__("evaluation.inference", fromlist=["load_model"]).load_model(run=annotator_run, device="cpu")
+    trained, _, _ = load_model(run=annotator_run, device="cpu")
     torch.testing.assert_close(exported.annotator.weight, trained.annotator.weight)
     assert caption.main(["--run", str(out), *args]) == 0
     assert {k: v[0] for k, v in json.loads(capsys.readouterr().out).items()} == got
 
 
 def test_attention_pictures_of_an_annotator_model_keep_the_motion_tokens_only(annotator_run):
-    from dataloaders.records import load_records, load_standards
     from evaluation import inference, pictures
 
-    model, cfg, _ = inference.load_model(run=annotator_run, device="cpu")
-    standards = load_standards(annotator_run / "data" / "standard.pkl")
-    records = load_records(annotator_run / "data" / "test.pkl", standards=standards)[:2]
-    dataset = inference.build_dataset(model, cfg, records, standards, source="test")
-    batch = inference.collator_for(model, cfg)([dataset[i] for i in range(len(dataset))])
+    model, _, _, batch = run_test_batch(annotator_run, 2)
     written = inference.for_annotator(batch, 0)
     embeds = model.encode(written)[0]
     motion_tokens = embeds.shape[1] - 1 - written["retrieved_ids"].shape[1]

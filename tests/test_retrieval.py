@@ -149,16 +149,21 @@ def test_collated_retrieved_ids_by_hand():
 
 
 # ------------------------------------------------------------------------------ with a trained run
-def test_encoder_tokens_are_motion_then_retrieved_text_embeddings(retrieval_run):
+def run_test_batch(run, n: int):
+    """(model, cfg, dataset, batch) of a trained run's first ``n`` test clips, as inference builds them."""
     from dataloaders.records import load_records, load_standards
     from evaluation import inference
 
-    model, cfg, _ = inference.load_model(run=retrieval_run, device="cpu")
-    assert model.retriever is not None and len(model.retriever.names) > 0
-    standards = load_standards(retrieval_run / "data" / "standard.pkl")
-    records = load_records(retrieval_run / "data" / "test.pkl", standards=standards)[:3]
+    model, cfg, _ = inference.load_model(run=run, device="cpu")
+    standards = load_standards(run / "data" / "standard.pkl")
+    records = load_records(run / "data" / "test.pkl", standards=standards)[:n]
     dataset = inference.build_dataset(model, cfg, records, standards, source="test")
-    batch = inference.collator_for(model, cfg)([dataset[i] for i in range(len(dataset))])
+    return model, cfg, dataset, inference.collator_for(model, cfg)([dataset[i] for i in range(len(dataset))])
+
+
+def test_encoder_tokens_are_motion_then_retrieved_text_embeddings(retrieval_run):
+    model, _, dataset, batch = run_test_batch(retrieval_run, 3)
+    assert model.retriever is not None and len(model.retriever.names) > 0
     embeds, mask = model.encode(batch)
     plain = {k: v for k, v in batch.items() if k not in ("retrieved_ids", "retrieved_mask")}
     motion, motion_mask = model.encode(plain)
@@ -204,14 +209,9 @@ def test_export_carries_the_retrieval_state_and_captions_alike(retrieval_run, tm
 
 
 def test_cross_attention_pictures_keep_the_motion_tokens_only(retrieval_run):
-    from dataloaders.records import load_records, load_standards
-    from evaluation import inference, pictures
+    from evaluation import pictures
 
-    model, cfg, _ = inference.load_model(run=retrieval_run, device="cpu")
-    standards = load_standards(retrieval_run / "data" / "standard.pkl")
-    records = load_records(retrieval_run / "data" / "test.pkl", standards=standards)[:2]
-    dataset = inference.build_dataset(model, cfg, records, standards, source="test")
-    batch = inference.collator_for(model, cfg)([dataset[i] for i in range(len(dataset))])
+    model, _, _, batch = run_test_batch(retrieval_run, 2)
     motion_tokens = model.encode({k: v for k, v in batch.items() if k != "retrieved_ids"})[0].shape[1]
     for attn in pictures.clip_attention(model, batch, max_new_tokens=4):
         assert attn.cross.shape[1] == motion_tokens  # time_pool: one token per joint
