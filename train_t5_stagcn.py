@@ -243,7 +243,8 @@ def caption_batch(model, batch: dict, cfg: schema.Config, data: Data) -> list[st
                               max_new_tokens=cfg.eval.max_new_tokens)
     return reranked_captions(model, batch, candidates=cfg.eval.rerank, samples=cfg.eval.rerank_samples,
                              temperature=cfg.eval.rerank_temperature, num_beams=cfg.eval.num_beams,
-                             max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed, annotators=annotators)
+                             max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed, annotators=annotators,
+                             source=cfg.eval.rerank_candidates, logprob_weight=cfg.eval.rerank_logprob)
 
 
 def metrics_of(predictions: dict[str, str], dataset, data: Data, cfg: schema.Config) -> dict:

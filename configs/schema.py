@@ -31,6 +31,7 @@ from training.freeze import FREEZE_PARTS
 
 DATA_KINDS = ("synthetic", "pickle")  # generated into the run folder, or read from data.root
 DEVICES = ("auto", "cpu", "cuda")
+RERANK_CANDIDATES = ("generated", "both", "retrieved")  # eval.rerank_candidates (evaluation.inference.reranked_captions)
 
 
 class ConfigError(ValueError):
@@ -195,6 +196,8 @@ class EvalConfig:
     rerank_k: int = 3  # training clips whose texts the candidates are reranked against
     rerank_samples: int = 0  # sampled candidates added to the beam candidates (drawn per clip from seed and name)
     rerank_temperature: float = 1.0  # softmax temperature of those samples
+    rerank_candidates: str = "generated"  # generated | both (+ the retrieved training texts) | retrieved (those alone)
+    rerank_logprob: float = 0.0  # weight of the model's log-probability of a candidate (nats) in its score
     annotators: list[int] = field(default_factory=list)  # whose captions are written (model.annotators); empty: all
     log_test: bool = False  # also score the test split at each evaluation (logged, never used to choose)
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
@@ -229,6 +232,7 @@ CHOICES = {
     "model.encoder.graph.strategy": STRATEGIES,
     "device": DEVICES,
     "eval.metric": METRIC_NAMES,
+    "eval.rerank_candidates": RERANK_CANDIDATES,
 }
 POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.batch_size",
             "eval.num_beams", "eval.max_new_tokens", "data.max_target_len",
@@ -238,7 +242,7 @@ POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.
             "train.scst.batch_size", "train.scst.max_new_tokens")
 NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "model.t5.lora.r",
                 "train.keep_epoch_checkpoints", "train.limit_steps", "data.num_workers",
-                "eval.num_logged_pictures", "train.early_stop", "eval.rerank", "eval.rerank_samples", "model.retrieval.k", "train.scst.epochs",
+                "eval.num_logged_pictures", "train.early_stop", "eval.rerank", "eval.rerank_samples", "eval.rerank_logprob", "model.retrieval.k", "train.scst.epochs",
                 "model.annotators",
                 "model.encoder.dropout", "model.projection.dropout")
 
@@ -324,6 +328,14 @@ def validate(cfg: Config) -> Config:
     if cfg.eval.rerank_samples and not cfg.eval.rerank:
         raise ConfigError(f"eval.rerank_samples: sampled candidates are only used when reranking; set eval.rerank "
                           f"> 0 (found eval.rerank=0, eval.rerank_samples={cfg.eval.rerank_samples})")
+    for key, value in (("eval.rerank_candidates", cfg.eval.rerank_candidates != "generated" and cfg.eval.rerank_candidates),
+                       ("eval.rerank_logprob", cfg.eval.rerank_logprob)):
+        if value and not cfg.eval.rerank:
+            raise ConfigError(f"{key}: only used when reranking; set eval.rerank > 0 (found eval.rerank=0, "
+                              f"{key}={value!r})")
+    if cfg.eval.rerank_logprob and cfg.model.annotators:
+        raise ConfigError(f"eval.rerank_logprob: the model's log-probability needs one voice, but model.annotators="
+                          f"{cfg.model.annotators} writes as several annotators; set eval.rerank_logprob=0")
     if not 0.0 <= cfg.train.label_smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing: expected a number in [0, 1), found {cfg.train.label_smoothing!r}")
     if not 0.0 <= cfg.data.speed < 1.0:

@@ -32,7 +32,7 @@ import numpy as np
 
 from dataloaders.splits import learner_of
 
-__all__ = ["RETRIEVAL_EXCLUDE", "Retriever", "consensus_order", "rerank"]
+__all__ = ["RETRIEVAL_EXCLUDE", "Retriever", "candidate_lists", "consensus_order", "consensus_scores", "rerank"]
 
 RETRIEVAL_EXCLUDE = ("self", "learner")  # the config's choices; "none" too for queries from outside
 
@@ -55,17 +55,53 @@ def consensus_order(texts: Sequence[str], df: Any) -> list[int]:
     return [int(i) for i in np.argsort(-scores, kind="stable")]
 
 
-def rerank(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]], df: Any) -> list[str]:
+def rerank(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]], df: Any, *,
+           retrieved: bool = False, log_probs: Sequence[Sequence[float]] | None = None,
+           weight: float = 0.0) -> list[str]:
     """For each clip, the candidate with the highest CIDEr-D against its pool of retrieved
     texts (CIDEr-D over several references is the mean over them); ties: the first candidate
-    (the most probable beam)."""
-    from evaluation.quality import cider_d_matrix
+    (the most probable beam).
 
+    ``retrieved``: the pool's own texts are candidates too, after the given ones, each scored
+    against the other pool texts (never against itself). ``log_probs`` / ``weight``: each
+    candidate's score gains ``weight`` times its log-probability under the model;
+    ``log_probs[i]`` lists clip i's candidates in order, the pool's texts last when ``retrieved``
+    (:func:`candidate_lists`).
+    """
+    lists = candidate_lists(candidates, pools, retrieved)
     chosen = []
-    for cands, pool in zip(candidates, pools):
-        scores = cider_d_matrix(list(cands), [list(pool)], df)[:, 0]  # (C,)
+    for i, (cands, pool) in enumerate(zip(lists, pools)):
+        if not cands:
+            raise ValueError(f"clip {i} of the batch has nothing to rerank: no candidates and an empty pool")
+        scores = consensus_scores(cands, pool, df, retrieved)  # (C,)
+        if log_probs is not None and weight:
+            scores = scores + weight * np.asarray(log_probs[i], dtype=np.float64)
         chosen.append(cands[int(np.argmax(scores))])
     return chosen
+
+
+def candidate_lists(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]],
+                    retrieved: bool) -> list[list[str]]:
+    """Each clip's candidates as :func:`rerank` scores them: the given ones, then (``retrieved``)
+    the texts of its pool."""
+    return [list(c) + (list(p) if retrieved else []) for c, p in zip(candidates, pools)]
+
+
+def consensus_scores(cands: Sequence[str], pool: Sequence[str], df: Any, retrieved: bool = False) -> np.ndarray:
+    """CIDEr-D of each candidate against ``pool`` (C,); with ``retrieved`` the last ``len(pool)``
+    candidates are the pool's texts, each scored against the others only."""
+    from evaluation.quality import cider_d_matrix
+
+    pool = list(pool)
+    own = len(pool) if retrieved else 0
+    generated = list(cands[:len(cands) - own])
+    scores = cider_d_matrix(generated, [pool], df)[:, 0] if generated else np.zeros(0)  # (C - P,)
+    if own:
+        others = [[t for j, t in enumerate(pool) if j != i] for i in range(own)]
+        if own == 1:  # a lone retrieved text has nothing to agree with
+            return np.concatenate([scores, np.zeros(1)])
+        scores = np.concatenate([scores, np.diag(cider_d_matrix(pool, others, df))])  # (C,)
+    return scores
 
 
 class Retriever:

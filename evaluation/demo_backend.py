@@ -140,13 +140,20 @@ class DemoRun:
 
     def candidates_text(self, rerank: int) -> str:
         """"5 beam candidates" (and "and 10 sampled ones" with ``eval.rerank_samples``; "of each of
-        3 annotators" for a model that tells annotators apart)."""
+        3 annotators" for a model that tells annotators apart; the retrieved texts with
+        ``eval.rerank_candidates``; "scored with the model's log-probability" with
+        ``eval.rerank_logprob``)."""
         from evaluation.inference import annotators_to_write
 
-        samples = self.cfg.eval.rerank_samples
-        writers = [a for a in annotators_to_write(self.model, self.cfg) if a is not None]
-        return (f"{rerank} beam candidates" + (f" and {samples} sampled ones" if samples else "")
-                + (f" of each of {len(writers)} annotators" if len(writers) > 1 else ""))
+        ev = self.cfg.eval
+        if ev.rerank_candidates == "retrieved":
+            text = "the nearest training clips' texts"
+        else:
+            writers = [a for a in annotators_to_write(self.model, self.cfg) if a is not None]
+            text = (f"{rerank} beam candidates" + (f" and {ev.rerank_samples} sampled ones" if ev.rerank_samples else "")
+                    + (f" of each of {len(writers)} annotators" if len(writers) > 1 else "")
+                    + (" and the nearest training clips' texts" if ev.rerank_candidates == "both" else ""))
+        return text + (f" (plus {ev.rerank_logprob:g} x the model's log-probability)" if ev.rerank_logprob else "")
 
     def rerank_of(self, decoding: Decoding) -> int:
         """The reranking ``caption.py`` applies with these options: theirs, else the run's ``eval.rerank``."""

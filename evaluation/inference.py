@@ -390,7 +390,8 @@ def for_annotator(batch: Mapping[str, Any], annotator: int | None) -> dict[str, 
 
 def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, samples: int = 0,
                       temperature: float = 1.0, num_beams: int = 1, max_new_tokens: int = 64,
-                      seed: int = 0, annotators: Sequence[int | None] = (None,)) -> list[str]:
+                      seed: int = 0, annotators: Sequence[int | None] = (None,), source: str = "generated",
+                      logprob_weight: float = 0.0) -> list[str]:
     """One caption per clip: of ``candidates`` beam candidates and ``samples`` sampled ones, the
     one with the highest CIDEr-D against the clip's pool of retrieved training texts
     (``eval.rerank``, ``eval.rerank_samples``). Each clip's samples are drawn from
@@ -398,12 +399,18 @@ def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, 
     nor the rank that captions it changes them; training's evaluation and ``caption.py`` agree.
     With ``annotators`` (:func:`annotators_to_write`), each one writes its own candidates and all
     of them are reranked together (ties: the first annotator's first beam).
-    The global random state is changed; callers that care fork it."""
-    from dataloaders.retrieval import rerank
+
+    ``source`` (``eval.rerank_candidates``): ``"generated"`` (the above), ``"both"`` (the pool's
+    texts are candidates too, each scored against the others) or ``"retrieved"`` (the pool's texts
+    alone: nothing is generated, the model only scores). ``logprob_weight``
+    (``eval.rerank_logprob``): each candidate's score gains that weight times the model's
+    log-probability of it given the clip (:meth:`models.captioner.Captioner.text_log_probs`; a
+    model without annotators only). The global random state is changed; callers that care fork it."""
+    from dataloaders.retrieval import candidate_lists, rerank
 
     n = len(batch["video_names"])
     groups: list[list[str]] = [[] for _ in range(n)]
-    for annotator in annotators:
+    for annotator in annotators if source != "retrieved" else ():
         written = for_annotator(batch, annotator)
         texts = model.generate(written, num_beams=max(candidates, num_beams), num_return_sequences=candidates,
                                max_new_tokens=max_new_tokens)  # (N * candidates,), each clip's together
@@ -413,7 +420,15 @@ def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, 
                 torch.manual_seed(clip_seed(seed, name if annotator is None else f"{name}#{annotator}"))
                 groups[i] += model.generate(clip_slice(written, i), do_sample=True, top_k=0, temperature=temperature,
                                             num_return_sequences=samples, max_new_tokens=max_new_tokens)
-    return rerank(groups, batch["pools"], model.retriever.df)
+    retrieved = source != "generated"
+    log_probs = None
+    if logprob_weight:
+        if list(annotators) != [None]:
+            raise UsageError("eval.rerank_logprob scores candidates under one voice; a model that tells "
+                             "annotators apart (model.annotators) has several")
+        log_probs = model.text_log_probs(dict(batch), candidate_lists(groups, batch["pools"], retrieved))
+    return rerank(groups, batch["pools"], model.retriever.df, retrieved=retrieved, log_probs=log_probs,
+                  weight=logprob_weight)
 
 
 def generation_kwargs(num_beams: int = 1, sample: bool = False, temperature: float | None = None,
@@ -475,7 +490,8 @@ def caption_records(model: Any, cfg: Any, records: Sequence[dict],
                                      temperature=cfg.eval.rerank_temperature,
                                      num_beams=int(generate.get("num_beams", 1)),
                                      max_new_tokens=int(generate["max_new_tokens"]), seed=cfg.seed,
-                                     annotators=annotators_to_write(model, cfg))
+                                     annotators=annotators_to_write(model, cfg),
+                                     source=cfg.eval.rerank_candidates, logprob_weight=cfg.eval.rerank_logprob)
             groups = [[text] for text in best]
         else:  # as the first of eval.annotators writes, for a model that tells annotators apart
             written = for_annotator(batch, annotators_to_write(model, cfg)[0])

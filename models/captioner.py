@@ -160,6 +160,26 @@ class Captioner(nn.Module):
         return -(advantages * self.sequence_log_probs(embeds, attn, sampled)).mean()
 
     @torch.no_grad()
+    def text_log_probs(self, batch: dict, texts: list[list[str]]) -> list[torch.Tensor]:
+        """The model's log-probability of given texts: ``texts[i]`` are clip i's, and each gets its
+        summed token log-probability (nats, its end-of-sequence token included) given clip i,
+        as teacher forcing reads it. Returns one (len(texts[i]),) float tensor per clip."""
+        embeds, attn = self.encode(batch)  # (N, L, D), (N, L)
+        out = []
+        for i, clip_texts in enumerate(texts):
+            if not clip_texts:
+                out.append(torch.zeros(0))
+                continue
+            enc = self.tokenizer(list(clip_texts), padding=True, return_tensors="pt")
+            ids, mask = enc["input_ids"].to(embeds.device), enc["attention_mask"].to(embeds.device)  # (C, T) x 2
+            n = ids.shape[0]
+            logits = self.t5(inputs_embeds=embeds[i:i + 1].expand(n, -1, -1), attention_mask=attn[i:i + 1].expand(n, -1),
+                             labels=ids.masked_fill(mask == 0, -100), use_cache=False).logits  # (C, T, V)
+            token = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # (C, T)
+            out.append((token * mask).sum(dim=1).cpu())
+        return out
+
+    @torch.no_grad()
     def generate(self, batch: dict, **generation: Any) -> list[str]:
         """Captions for a batch; ``generation`` goes to ``T5.generate`` (num_beams, do_sample, ...)."""
         embeds, attn = self.encode(batch)

@@ -160,7 +160,7 @@ def test_reranking_pools_every_annotators_candidates_with_their_own_samples(monk
     from evaluation.inference import clip_slice, reranked_captions
 
     seen = []
-    monkeypatch.setattr(retrieval, "rerank", lambda groups, pools, df: seen.extend(groups) or [g[-1] for g in groups])
+    monkeypatch.setattr(retrieval, "rerank", lambda groups, pools, df, **kw: seen.extend(groups) or [g[-1] for g in groups])
     batch = {"video_names": ["a", "b"], "x": torch.zeros(2, 2), "pools": [["p"], ["q"]]}
     together = reranked_captions(WhoWrites(), batch, candidates=2, samples=1, seed=5, annotators=[2, 0])
     assert [[t.split(" ", 1)[1].rsplit(" ", 1)[0] for t in g] for g in seen] == \

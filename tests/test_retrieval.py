@@ -237,7 +237,7 @@ def test_sampled_candidates_join_the_beams_and_depend_on_seed_and_clip_only(monk
     from evaluation.inference import clip_slice, reranked_captions
 
     seen = []
-    monkeypatch.setattr(retrieval, "rerank", lambda groups, pools, df: seen.extend(groups) or [g[-1] for g in groups])
+    monkeypatch.setattr(retrieval, "rerank", lambda groups, pools, df, **kw: seen.extend(groups) or [g[-1] for g in groups])
     batch = {"video_names": ["a", "b", "c"], "x": torch.zeros(3, 2), "pools": [["p"], ["q"], ["r"]], "k": 7}
     one = clip_slice(batch, 1)
     assert one["video_names"] == ["b"] and one["pools"] == [["q"]] and one["k"] == 7 and one["x"].shape == (1, 2)
