@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ckpt", default="best",
                         help="with --eval_only: the checkpoint to score on the test split: "
                              "best | last | epoch_NNNN | a file path (default best)")
+    parser.add_argument("--eval_splits", "--eval-splits", nargs="+", choices=("val", "test"), default=["test"],
+                        help="with --eval_only: the splits to caption and score (default: test; val needs "
+                             "a validation split)")
     parser.add_argument("--allow_config_change", action="store_true",
                         help="run in a results folder whose config.yaml differs from this config")
     parser.add_argument("--stop_after_epoch", type=int, default=0,
@@ -343,19 +346,26 @@ def keep_best(run_dir: Path, trainer: Trainer, metrics: dict, tokenizer_files: d
 def score_test(model, data: Data, cfg: schema.Config, dist: distributed.Dist, run_dir: Path, which: str) -> dict:
     """Caption the test split with checkpoint ``which`` (best | last | epoch_NNNN | a file) and
     write ``predictions/test_<name>.json`` and ``test_<name>_metrics.json``."""
+    return score_split(model, data, cfg, dist, run_dir, which, "test")
+
+
+def score_split(model, data: Data, cfg: schema.Config, dist: distributed.Dist, run_dir: Path, which: str,
+                split: str) -> dict:
+    """Caption ``split`` (test | val) with checkpoint ``which`` and write
+    ``predictions/<split>_<name>.json`` and ``<split>_<name>_metrics.json``."""
     path = Path(which)
     if not path.is_file():
         path = run_dir / "checkpoints" / (which if which.endswith(".pt") else f"{which}.pt")
     payload = ckpt.load_checkpoint(path)
     model.load_state_dict(payload["model"])
-    predictions, metrics = evaluate_split(model, data.test, data, cfg, dist)
+    predictions, metrics = evaluate_split(model, data.test if split == "test" else data.val, data, cfg, dist)
     if dist.main:
         epoch = payload.get("state", {}).get("epoch")
         ckpt.atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
-                               run_dir / "predictions" / f"test_{path.stem}.json")
-        ckpt.atomic_write_text(json.dumps({"split": "test", "checkpoint": str(path), "epoch": epoch, **metrics},
-                                          indent=1), run_dir / f"test_{path.stem}_metrics.json")
-        log.info("test split, %s (epoch %s): %s", path.name, epoch,
+                               run_dir / "predictions" / f"{split}_{path.stem}.json")
+        ckpt.atomic_write_text(json.dumps({"split": split, "checkpoint": str(path), "epoch": epoch, **metrics},
+                                          indent=1), run_dir / f"{split}_{path.stem}_metrics.json")
+        log.info("%s split, %s (epoch %s): %s", split, path.name, epoch,
                  "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float))))
     return metrics
 
@@ -435,7 +445,11 @@ def main(argv: list[str] | None = None) -> dict:
     log.info("model: %.2fM parameters (encoder %.2fM, T5 %.2fM)", n_params(model) / 1e6,
              n_params(model.encoder) / 1e6, n_params(model.t5) / 1e6)
     if args.eval_only:
-        return score_test(model, data, cfg, dist, run_dir, args.ckpt)
+        if "val" in args.eval_splits and data.val is None:
+            raise SystemExit("error: --eval_splits val: this config has no validation split (data.val or "
+                             "data.val_split.fraction)")
+        scored = {split: score_split(model, data, cfg, dist, run_dir, args.ckpt, split) for split in args.eval_splits}
+        return scored.get("test", scored.get("val", {}))  # the test split's metrics, as a training run returns
     freeze.apply_freeze(model, cfg.train.freeze)
     log.info(freeze.describe(model, cfg.train.freeze))
 

@@ -13,6 +13,16 @@ command run again skips finished runs and resumes an interrupted one. It prints 
 (mean ± std over runs of the model and of every baseline, computed on the same splits) and 95%
 bootstrap intervals over test clips of the model's CIDEr and BLEU-4 and of their difference from
 consensus retrieval; ``summary.json`` and ``summary.md`` are written beside the runs.
+
+``--decode-from EXPERIMENT`` trains nothing: each run takes the ``best.pt`` (and tokenizer) of the
+same run of an earlier experiment and captions its validation and test splits again with other
+``eval.*`` keys, e.g. another reranking:
+
+    python -m evaluation.protocol --cfg_file configs/boxing.yaml --protocol official \
+        --decode-from boxing experiment=boxing_redecoded eval.rerank_candidates=retrieved
+
+The checkpoints were chosen on validation under the earlier experiment's decoding; the new
+decoding's validation figures are printed beside the test table, to choose by.
 """
 from __future__ import annotations
 
@@ -60,8 +70,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-java", action="store_true", help="score without Java (no METEOR)")
     parser.add_argument("--baselines-only", action="store_true",
                         help="train nothing: the baselines on the protocol's splits (seconds)")
+    parser.add_argument("--decode-from", metavar="EXPERIMENT", default=None,
+                        help="train nothing: caption each run's validation and test splits again with the "
+                             "best.pt of the same run of EXPERIMENT (results/EXPERIMENT/protocol/...) and "
+                             "the eval.* overrides given")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides for every run")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may come before and after the options
 
 
 # ============================================================================ the runs ========
@@ -130,6 +144,96 @@ def plan_runs(cfg: schema.Config, args: argparse.Namespace, root: Path) -> list[
                 overrides.append("model.retrieval.exclude=learner")
             runs.append(Run(name, root / name, overrides, rest, val, split_test))
     return runs
+
+
+# set per run by the protocol, or free to change when captioning again (--decode-from)
+PER_RUN_KEYS = ("eval.", "experiment", "results_dir", "seed", "data.kind", "data.root", "data.train", "data.test",
+                "data.val", "data.standard", "data.val_split.", "model.retrieval.exclude")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_same_model(cfg: schema.Config, source_config: Path) -> None:
+    """``--decode-from`` reuses trained checkpoints: outside ``eval.*`` (and what the protocol sets
+    per run), the config given must be the one the source runs were trained with."""
+    mine, theirs = _flat(schema.to_dict(cfg)), _flat(schema.to_dict(schema.load_config(source_config)))
+    differ = sorted(k for k in mine.keys() | theirs.keys()
+                    if not k.startswith(PER_RUN_KEYS) and mine.get(k) != theirs.get(k))
+    if differ:
+        shown = ", ".join(f"{k} ({mine.get(k)!r} here, {theirs.get(k)!r} in {source_config})" for k in differ[:4])
+        raise SystemExit(f"error: --decode-from captions trained checkpoints again, so only eval.* keys may "
+                         f"differ from the source run's config; these do: {shown}"
+                         + (f" and {len(differ) - 4} more" if len(differ) > 4 else ""))
+
+
+def prepare_decode(run: Run, source: Path, cfg: schema.Config) -> Path:
+    """Put the source run's best.pt and tokenizer into ``run.folder``; return the source's config.yaml
+    (the model the checkpoint holds). Hard links where the file system allows them."""
+    import os
+
+    needed = [source / "config.yaml", source / "checkpoints" / "best.pt", source / "tokenizer"]
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise SystemExit(f"error: --decode-from: {', '.join(missing)} missing (is {source} a finished protocol run "
+                         f"with a validation split?)")
+    check_same_model(cfg, needed[0])
+    check_same_split(run, needed[0])
+    (run.folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    best = run.folder / "checkpoints" / "best.pt"
+    if not best.exists():
+        try:
+            os.link(needed[1], best)
+        except OSError:
+            shutil.copyfile(needed[1], best)
+    if not (run.folder / "tokenizer").exists():
+        shutil.copytree(needed[2], run.folder / "tokenizer")
+    (run.folder / "decoded_from.txt").write_text(f"{config_path(source)}\n", encoding="utf-8")
+    return needed[0]
+
+
+def check_same_split(run: Run, source_config: Path) -> None:
+    """The source run was trained and tested on this run's split (same test and validation clips)."""
+    src = schema.load_config(source_config)
+    root = Path(src.data.root) if Path(src.data.root).is_absolute() else REPO_ROOT / src.data.root
+    train = load_records(root / src.data.train)
+    _, val = split_off(train, src.data.val_split.fraction, src.data.val_split.group_by, src.data.val_split.seed)
+    got = ({r["video_name"] for r in load_records(root / src.data.test)}, {r["video_name"] for r in val})
+    want = ({r["video_name"] for r in run.test}, {r["video_name"] for r in run.val})
+    for what, a, b in zip(("test", "validation"), got, want):
+        if a != b:
+            raise SystemExit(f"error: --decode-from: {source_config.parent} has other {what} clips than this run "
+                             f"({len(a ^ b)} differ); give the --cfg_file and data overrides it was trained with")
+
+
+def decode(run: Run, config: Path, overrides: list[str]) -> None:
+    """Caption the run's validation and test splits with its best.pt in a child process."""
+    command = [sys.executable, str(REPO_ROOT / "train_t5_stagcn.py"), "--cfg_file", str(config), *overrides,
+               *run.overrides, "--eval_only", "--ckpt", "best", "--eval_splits", "val", "test", "--allow_config_change"]
+    with open(run.folder / "protocol.log", "a", encoding="utf-8") as log:
+        done = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if done.returncode != 0 or finished(run) is None:
+        raise SystemExit(f"error: decoding {run.folder} failed (exit {done.returncode}); see "
+                         f"{run.folder / 'protocol.log'}")
+
+
+def validation_line(runs: list[Run]) -> str | None:
+    """The validation CIDEr-D of each run's best.pt where it was written (``--decode-from``)."""
+    scores = []
+    for run in runs:
+        path = run.folder / "val_best_metrics.json"
+        if not path.is_file():
+            return None
+        scores.append(json.loads(path.read_text(encoding="utf-8"))["CIDEr"])
+    return (f"- validation CIDEr-D of best.pt by run: {', '.join(f'{s:.3f}' for s in scores)} "
+            f"(mean {np.mean(scores):.3f})")
 
 
 def finished(run: Run) -> Path | None:
@@ -237,9 +341,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if finished(run):
             print(f"[{i}/{len(runs)}] {run.name}: finished earlier, skipped", flush=True)
             continue
-        print(f"[{i}/{len(runs)}] {run.name}: training in {run.folder} ...", flush=True)
         t0 = time.monotonic()
-        train(run, args.cfg_file, args.overrides)
+        if args.decode_from:
+            source = REPO_ROOT / cfg.results_dir / args.decode_from / "protocol" / args.protocol / run.name
+            print(f"[{i}/{len(runs)}] {run.name}: captioning again with {source}'s best.pt ...", flush=True)
+            decode(run, prepare_decode(run, source, cfg), [o for o in args.overrides if o.startswith("eval.")])
+        else:
+            print(f"[{i}/{len(runs)}] {run.name}: training in {run.folder} ...", flush=True)
+            train(run, args.cfg_file, args.overrides)
         print(f"[{i}/{len(runs)}] {run.name}: done in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     use_java = False if args.no_java else None
     per_run = [run_scores(run, use_java, with_model=not args.baselines_only) for run in runs]
@@ -249,8 +358,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     title = (f"{experiment}, {args.protocol} protocol: mean ± std over {len(runs)} runs ({what}); "
              + ("baselines only" if args.baselines_only else "test split, checkpoints chosen on validation"))
     table = format_table(rows, intervals, title)
+    line = None if args.baselines_only else validation_line(runs)
+    if line:
+        table += "\n" + line
     print(table)
     summary = {"config": args.cfg_file, "protocol": args.protocol, "runs": [r.name for r in runs],
+               "decoded_from": args.decode_from,
                "rows": rows, "bootstrap": intervals, "wall_time_s": time.monotonic() - started,
                "per_run": [{who: {k: v for k, v in f.items() if k != "predictions"} for who, f in s.items()}
                            for s in per_run]}

@@ -92,3 +92,35 @@ def test_new_learner_protocol_holds_out_whole_learners_and_resumes_after_a_kill(
         predictions = json.loads((root / f"fold_{fold}_seed_0" / "predictions" / "test_best.json").read_text())
         assert len(predictions) == len(load_records(root / "data" / f"fold_{fold}" / "test.pkl"))
     assert "mean ± std over 2 runs (folds)" in again.stdout
+
+
+def test_decode_from_captions_the_runs_again_without_training(tmp_path, learner_data, capsys):
+    from evaluation import inference
+    from dataloaders.records import load_records
+
+    args = protocol_args(tmp_path, learner_data, "official", "--seeds", "1")
+    assert protocol.main(args) == 0
+    source = tmp_path / "tinyproto" / "protocol" / "official" / "seed_0"
+    capsys.readouterr()
+    again = [a for a in args if not a.startswith("experiment=")]
+    with pytest.raises(SystemExit, match=r"only eval.\* keys may differ .*these do: train.lr \(0.5 here, 0.002 in"):
+        protocol.main([*again, "--decode-from", "tinyproto", "experiment=redecoded", "train.lr=0.5"])
+    assert protocol.main([*again, "--decode-from", "tinyproto", "experiment=redecoded", "eval.num_beams=2",
+                          "eval.max_new_tokens=5"]) == 0
+    run = tmp_path / "redecoded" / "protocol" / "official" / "seed_0"
+    assert not (run / "checkpoints" / "last.pt").exists() and not (run / "metrics.jsonl").exists()  # nothing trained
+    assert (run / "decoded_from.txt").is_file()
+    # the source's best.pt with the new decoding, as inference captions it
+    model, cfg, _ = inference.load_model(ckpt=source / "checkpoints" / "best.pt", device="cpu")
+    records = load_records(run.parent / "data" / "official" / "test.pkl")
+    want = inference.caption_records(model, cfg, records, inference.read_standards(learner_data / "standard.pkl"),
+                                      num_beams=2, max_new_tokens=5)
+    got = json.loads((run / "predictions" / "test_best.json").read_text())
+    assert got == {k: v[0] for k, v in want.items()}
+    val = json.loads((run / "val_best_metrics.json").read_text())
+    out = capsys.readouterr().out
+    assert f"validation CIDEr-D of best.pt by run: {val['CIDEr']:.3f}" in out
+    assert json.loads((run.parent / "summary.json").read_text())["decoded_from"] == "tinyproto"
+    # a source trained on other clips is refused
+    with pytest.raises(SystemExit, match="other validation clips"):
+        protocol.main([*again, "--decode-from", "tinyproto", "experiment=other", "data.val_split.fraction=0.5"])
