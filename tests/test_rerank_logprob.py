@@ -161,3 +161,25 @@ def test_the_web_page_says_what_was_reranked():
     assert said(rerank_candidates="both") == "5 beam candidates and 10 sampled ones and the nearest training clips' texts"
     assert said(rerank_candidates="retrieved", rerank_logprob=0.005) == \
         "the nearest training clips' texts (plus 0.005 x the model's log-probability)"
+
+
+def test_retrieved_only_without_the_model_is_the_consensus_retrieval_baseline():
+    """Weight 0, retrieved texts alone: the pick of evaluation.baselines.ConsensusRetrieval (an
+    independent implementation: summed single-reference CIDEr-D from one precomputed matrix)."""
+    from pathlib import Path
+
+    from dataloaders.records import load_records
+    from dataloaders.retrieval import Retriever
+    from evaluation.baselines import ConsensusRetrieval
+
+    path = Path("../shared/data/BX/BX_train.pkl")
+    if not path.is_file():
+        pytest.skip("BX data not found at ../shared/data/BX")
+    records = load_records(path)
+    train, queries = records[:120], records[120:]
+    retriever, baseline = Retriever.from_records(train), ConsensusRetrieval(train)
+    pools = retriever.texts(queries, 3, "self")
+    expected = [baseline.pick(row, 3) for row in baseline.neighbours(queries, 3)]
+    got = rerank([[] for _ in queries], pools, retriever.df, retrieved=True)
+    assert got == expected
+    assert len(set(got)) > 5  # not one text for every clip
