@@ -132,6 +132,7 @@ class RetrievalConfig:
     max_tokens: int = 40  # tokens kept of each retrieved text
     exclude: str = "self"  # self | learner: what a training clip may not retrieve (new-learner: learner)
     copy: bool = False  # pointer-generator head: the decoder may copy retrieved tokens (models/copy_head.py)
+    dropout: float = 0.0  # share of training samples, each epoch, given no retrieved texts (the motion alone)
 
 
 @dataclass
@@ -323,6 +324,10 @@ def validate(cfg: Config) -> Config:
     if cfg.train.scst.epochs and cfg.train.scst.samples < 2:
         raise ConfigError(f"train.scst.samples: expected 2 or more (each sample's baseline is the mean reward "
                           f"of the others), found {cfg.train.scst.samples!r}")
+    if not 0.0 <= cfg.model.retrieval.dropout <= 1.0:
+        raise ConfigError(f"model.retrieval.dropout: expected a probability in [0, 1], found {cfg.model.retrieval.dropout!r}")
+    if cfg.model.retrieval.dropout and not cfg.model.retrieval.k:
+        raise ConfigError("model.retrieval.dropout: withholds retrieved texts, but model.retrieval.k=0 retrieves none")
     if not 0.0 <= cfg.data.mirror <= 1.0:
         raise ConfigError(f"data.mirror: expected a probability in [0, 1], found {cfg.data.mirror!r}")
     if cfg.eval.rerank_samples and not cfg.eval.rerank:
