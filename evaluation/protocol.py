@@ -161,10 +161,10 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def check_same_model(cfg: schema.Config, source_config: Path) -> None:
+def check_same_model(cfg: schema.Config, source: schema.Config, source_config: Path) -> None:
     """``--decode-from`` reuses trained checkpoints: outside ``eval.*`` (and what the protocol sets
     per run), the config given must be the one the source runs were trained with."""
-    mine, theirs = _flat(schema.to_dict(cfg)), _flat(schema.to_dict(schema.load_config(source_config)))
+    mine, theirs = _flat(schema.to_dict(cfg)), _flat(schema.to_dict(source))
     differ = sorted(k for k in mine.keys() | theirs.keys()
                     if not k.startswith(PER_RUN_KEYS) and mine.get(k) != theirs.get(k))
     if differ:
@@ -184,8 +184,9 @@ def prepare_decode(run: Run, source: Path, cfg: schema.Config) -> Path:
     if missing:
         raise SystemExit(f"error: --decode-from: {', '.join(missing)} missing (is {source} a finished protocol run "
                          f"with a validation split?)")
-    check_same_model(cfg, needed[0])
-    check_same_split(run, needed[0])
+    source_cfg = schema.load_config(needed[0])
+    check_same_model(cfg, source_cfg, needed[0])
+    check_same_split(run, source_cfg, needed[0])
     (run.folder / "checkpoints").mkdir(parents=True, exist_ok=True)
     best = run.folder / "checkpoints" / "best.pt"
     if not best.exists():
@@ -199,9 +200,8 @@ def prepare_decode(run: Run, source: Path, cfg: schema.Config) -> Path:
     return needed[0]
 
 
-def check_same_split(run: Run, source_config: Path) -> None:
+def check_same_split(run: Run, src: schema.Config, source_config: Path) -> None:
     """The source run was trained and tested on this run's split (same test and validation clips)."""
-    src = schema.load_config(source_config)
     root = Path(src.data.root) if Path(src.data.root).is_absolute() else REPO_ROOT / src.data.root
     train = load_records(root / src.data.train)
     _, val = split_off(train, src.data.val_split.fraction, src.data.val_split.group_by, src.data.val_split.seed)

@@ -170,13 +170,10 @@ class Captioner(nn.Module):
             if not clip_texts:
                 out.append(torch.zeros(0))
                 continue
-            enc = self.tokenizer(list(clip_texts), padding=True, return_tensors="pt")
-            ids, mask = enc["input_ids"].to(embeds.device), enc["attention_mask"].to(embeds.device)  # (C, T) x 2
-            n = ids.shape[0]
-            logits = self.t5(inputs_embeds=embeds[i:i + 1].expand(n, -1, -1), attention_mask=attn[i:i + 1].expand(n, -1),
-                             labels=ids.masked_fill(mask == 0, -100), use_cache=False).logits  # (C, T, V)
-            token = torch.log_softmax(logits.float(), dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)  # (C, T)
-            out.append((token * mask).sum(dim=1).cpu())
+            ids = self.tokenizer(list(clip_texts), padding=True, return_tensors="pt")["input_ids"]  # (C, T), EOS-ended
+            start = ids.new_full((ids.shape[0], 1), self.t5.config.decoder_start_token_id)
+            sequences = torch.cat([start, ids], dim=1).to(embeds.device)  # (C, 1 + T), as generate returns them
+            out.append(self.sequence_log_probs(embeds[i:i + 1], attn[i:i + 1], sequences).cpu())
         return out
 
     @torch.no_grad()
