@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dataloaders.records import DataError
     from dataloaders.safe_pickle import UnsafePickleError
     from evaluation.inference import UsageError
-    from training.checkpoint import CheckpointError
+    from core.io import CheckpointError
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="note: %(message)s", stream=sys.stderr)

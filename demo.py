@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dataloaders.safe_pickle import UnsafePickleError
     from evaluation.demo_backend import DemoRun, message_of
     from evaluation.inference import UsageError
-    from training.checkpoint import CheckpointError
+    from core.io import CheckpointError
 
     try:
         backend = DemoRun(run=args.run, ckpt=args.ckpt, device=args.device)

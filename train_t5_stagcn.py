@@ -29,8 +29,9 @@ from configs import schema
 from dataloaders.build import Data, build_data
 from dataloaders.sampler import length_grouped_batches, padding_fraction
 from models import lora
-from models.build import build_model, tokenizer_files_of
-from training import checkpoint as ckpt
+from dataloaders.tokenizer import tokenizer_files_of
+from models.build import build_model
+from core.io import atomic_save, atomic_write_text, load_checkpoint
 from training import distributed, freeze, rng, run, scst
 from training.finetune import choose_init_checkpoint, load_finetune_weights, load_init_source
 from training.optim import adamw, amp_settings, linear_warmup_decay
@@ -293,7 +294,7 @@ def log_evaluation(run_dir: Path, writer, trainer: Trainer, results: dict[str, t
     if train_loss is not None:
         entry["train_loss"] = train_loss
     for split, (predictions, metrics) in results.items():
-        ckpt.atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
+        atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
                                run_dir / "predictions" / f"{split}_epoch_{p.epoch:04d}.json")
         entry[split] = metrics
         flat = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -337,7 +338,7 @@ def keep_best(run_dir: Path, trainer: Trainer, metrics: dict, tokenizer_files: d
         return
     if score > p.best_score:
         p.best_score, p.best_epoch = float(score), p.epoch
-        ckpt.atomic_save({"model": trainer.model.state_dict(), "config": schema.to_dict(trainer.cfg),
+        atomic_save({"model": trainer.model.state_dict(), "config": schema.to_dict(trainer.cfg),
                           "tokenizer": tokenizer_files, "state": asdict(p), "metrics": metrics, **trainer.extras},
                          run_dir / "checkpoints" / "best.pt")
         log.info("new best validation %s %.4f at epoch %d -> checkpoints/best.pt", metric, score, p.epoch)
@@ -356,14 +357,14 @@ def score_split(model, data: Data, cfg: schema.Config, dist: distributed.Dist, r
     path = Path(which)
     if not path.is_file():
         path = run_dir / "checkpoints" / (which if which.endswith(".pt") else f"{which}.pt")
-    payload = ckpt.load_checkpoint(path)
+    payload = load_checkpoint(path)
     model.load_state_dict(payload["model"])
     predictions, metrics = evaluate_split(model, data.test if split == "test" else data.val, data, cfg, dist)
     if dist.main:
         epoch = payload.get("state", {}).get("epoch")
-        ckpt.atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
+        atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
                                run_dir / "predictions" / f"{split}_{path.stem}.json")
-        ckpt.atomic_write_text(json.dumps({"split": split, "checkpoint": str(path), "epoch": epoch, **metrics},
+        atomic_write_text(json.dumps({"split": split, "checkpoint": str(path), "epoch": epoch, **metrics},
                                           indent=1), run_dir / f"{split}_{path.stem}_metrics.json")
         log.info("%s split, %s (epoch %s): %s", split, path.name, epoch,
                  "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float))))
@@ -543,7 +544,7 @@ def begin_scst(trainer: Trainer, run_dir: Path, data: Data) -> None:
     p = trainer.progress
     best = run_dir / "checkpoints" / "best.pt"
     if data.val is not None and best.is_file():
-        trainer.model.load_state_dict(ckpt.load_checkpoint(best)["model"])
+        trainer.model.load_state_dict(load_checkpoint(best)["model"])
         log.info("self-critical stage starts from best.pt (validation %s %.4f at epoch %d)",
                  trainer.cfg.eval.metric, p.best_score, p.best_epoch)
     trainer.use_scst_optimizer()

@@ -343,7 +343,7 @@ def embedder_state(model: FrameEmbedder) -> dict:
 
 def load_embedder(path: str, map_location: str = "cpu") -> FrameEmbedder:
     """Rebuild a trained embedder from a training checkpoint (loaded with ``weights_only=True``)."""
-    from training.checkpoint import CheckpointError, load_checkpoint
+    from core.io import CheckpointError, load_checkpoint
 
     state = load_checkpoint(path, map_location)
     if "model_config" not in state or "model" not in state:

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from alignment.dtw import METRICS, local_cost, subsequence_dtw_from_cost
 from alignment.window import best_window
-from training.checkpoint import atomic_write
+from core.io import atomic_write
 
 METHODS = ("dtw", "window", "carl")
 FEATURES = ("joints", "bones", "joints_bones")

@@ -198,7 +198,7 @@ def training_texts(records: Sequence[dict]) -> list[str]:
 
 
 def make_tokenizer(source: Source, vocab_size: int = 1000) -> Any:
-    from models import text
+    from dataloaders import tokenizer as text
 
     return text.train_tokenizer(training_texts(source.train), vocab_size)
 

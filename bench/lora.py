@@ -110,7 +110,7 @@ def batches_for(args: argparse.Namespace, tokenizer: Any, source: common.Source)
 
 
 def run_variant(args: argparse.Namespace, variant: str, tokenizer: Any, batches: list[dict]) -> dict:
-    from training.freeze import parameter_counts
+    from models.build import parameter_counts
     from training.optim import adamw
 
     model = build(args.config, variant, tokenizer, args.seed)

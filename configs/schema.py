@@ -16,18 +16,23 @@ from typing import Any, Optional
 
 import yaml
 
-from dataloaders.dataset import LABEL_MODES, SEGMENT_CHOICES
-from dataloaders.features import NORMALISATIONS
-from dataloaders.records import ON_BAD
-from dataloaders.retrieval import RETRIEVAL_EXCLUDE
-from dataloaders.splits import GROUP_BY
-from dataloaders.synthetic import MODES as SYNTHETIC_MODES
-from evaluation.metrics import METRIC_NAMES
-from models.captioner import REFERENCE_MODES
-from models.graph import LAYOUT_NAMES, STRATEGIES
-from models.lora import LORA_TARGETS
-from models.projection import POLICIES
-from training.freeze import FREEZE_PARTS
+# The allowed values of the config's choice keys. The modules that implement a choice import its
+# tuple from here, so the schema imports nothing of the project's (docs/design.md, "Layers").
+SEGMENTS = ("gt", "aligned", "error")  # record fields {segment}_start_frame ... (dataloaders/records.py)
+SEGMENT_CHOICES = ("none",) + SEGMENTS  # data.segment
+LABEL_MODES = ("all", "random")  # data.labels
+NORMALISATIONS = ("none", "root_first_frame")  # data.normalise (dataloaders/features.py)
+ON_BAD = ("strict", "skip")  # data.on_bad: raise on an unusable record or clip, or drop it
+RETRIEVAL_EXCLUDE = ("self", "learner")  # model.retrieval.exclude ("none" too for queries from outside)
+GROUP_BY = ("none", "learner")  # data.val_split.group_by
+SYNTHETIC_MODES = ("describe", "coach")  # data.synthetic.mode
+METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")  # eval.metric
+REFERENCE_MODES = ("none", "subtract")  # model.reference
+LAYOUT_NAMES = ("smpl22",)  # model.encoder.graph.layout (models/graph.py)
+STRATEGIES = ("uniform", "distance", "spatial")  # model.encoder.graph.strategy
+LORA_TARGETS = ("q", "k", "v", "o", "wi", "wo", "wi_0", "wi_1")  # model.t5.lora.target_modules
+POLICIES = ("time_pool", "skeleton_pool", "origin")  # model.projection.policy
+FREEZE_PARTS = ("encoder", "projection", "t5_encoder", "t5_decoder", "embeddings")  # train.freeze
 
 DATA_KINDS = ("synthetic", "pickle")  # generated into the run folder, or read from data.root
 DEVICES = ("auto", "cpu", "cuda")

@@ -80,12 +80,11 @@ def tokenizer_for_run(cfg: Any, run_dir: Path, texts: list[str], stored_files: d
                       main: bool, barrier: Callable[[], None]) -> Any:
     """The named tokenizer; else the run's own, written on first use from ``stored_files`` (a
     finetuning source's) or trained on ``texts``."""
-    from models import text
-    from models.build import tokenizer_files_of
-    from training.checkpoint import atomic_write_text
+    from core.io import atomic_write_text
+    from dataloaders import tokenizer as tok
 
     if cfg.model.tokenizer.name:
-        return text.load_tokenizer(cfg.model.tokenizer.name)
+        return tok.load_tokenizer(cfg.model.tokenizer.name)
     folder = run_dir / "tokenizer"
     if main and not (folder / "tokenizer.json").is_file():
         if stored_files:
@@ -95,11 +94,11 @@ def tokenizer_for_run(cfg: Any, run_dir: Path, texts: list[str], stored_files: d
             texts = texts + extra_tokenizer_texts(cfg.model.tokenizer.also_train_on)
             log.info("training a tokenizer (vocab <= %d) on %d training texts",
                      cfg.model.tokenizer.vocab_size, len(texts))
-            files = tokenizer_files_of(text.train_tokenizer(texts, cfg.model.tokenizer.vocab_size))
+            files = tok.tokenizer_files_of(tok.train_tokenizer(texts, cfg.model.tokenizer.vocab_size))
         for name, content in files.items():
             atomic_write_text(content, folder / name)
     barrier()
-    return text.load_tokenizer(str(folder))
+    return tok.load_tokenizer(str(folder))
 
 
 def build_data(cfg: Any, run_dir: Path, *, main: bool = True, barrier: Callable[[], None] = lambda: None,

@@ -48,13 +48,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .features import NORMALISATIONS, compute_features, resample_time
-from .records import ON_BAD, SEGMENTS, DataError, segment_key, segment_span
+from configs.schema import LABEL_MODES, NORMALISATIONS, ON_BAD, SEGMENT_CHOICES, SEGMENTS
+
+from .features import compute_features, resample_time
+from .records import DataError, segment_key, segment_span
 
 __all__ = ["MotionTextDataset", "SEGMENT_CHOICES", "LABEL_MODES"]
 
-SEGMENT_CHOICES = ("none",) + SEGMENTS
-LABEL_MODES = ("all", "random")
 
 
 @dataclass(frozen=True)

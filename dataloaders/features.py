@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from configs.schema import NORMALISATIONS
+
 from .skeleton import NUM_JOINTS, ROOT, bones
 
 __all__ = ["NORMALISATIONS", "compute_features", "resample_time"]
 
-NORMALISATIONS = ("none", "root_first_frame")
 
 
 def compute_features(coords: np.ndarray, normalise: str = "root_first_frame") -> np.ndarray:

@@ -51,7 +51,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from training.checkpoint import atomic_write
+from core.io import atomic_write
 
 from .records import validate_records
 from .skeleton import NUM_JOINTS

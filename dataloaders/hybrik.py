@@ -185,7 +185,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def write_clip(record: dict, out: Path) -> Path:
     """Write a record's coordinates (``.npy``) or the one-record dataset (``.pkl``), atomically."""
-    from training.checkpoint import atomic_write
+    from core.io import atomic_write
 
     if out.suffix.lower() == ".npy":
         return atomic_write(out, lambda f: np.save(f, record["coordinates"]))

@@ -35,6 +35,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from configs.schema import ON_BAD, SEGMENTS
+
 from .safe_pickle import safe_load
 from .skeleton import NUM_JOINTS
 
@@ -46,8 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-ON_BAD = ("strict", "skip")  # what to do with an unusable record or clip: raise, or drop it
-SEGMENTS = ("gt", "aligned", "error")
 SEGMENT_FIELDS = ("start_frame", "end_frame", "std_start_frame", "std_end_frame", "seq_len")
 MAX_REASONS_IN_WARNING = 5
 

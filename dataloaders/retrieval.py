@@ -30,15 +30,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from configs.schema import RETRIEVAL_EXCLUDE
 from dataloaders.splits import learner_of
 
 __all__ = ["RETRIEVAL_EXCLUDE", "Retriever", "candidate_lists", "consensus_order", "consensus_scores", "rerank"]
 
-RETRIEVAL_EXCLUDE = ("self", "learner")  # the config's choices; "none" too for queries from outside
 
 
 def _features(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
-    from evaluation.baselines import feature_matrix, motion_features
+    from core.motion_stats import feature_matrix, motion_features
 
     return feature_matrix(records, motion_features)  # (N, 132)
 
@@ -46,7 +46,7 @@ def _features(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
 def consensus_order(texts: Sequence[str], df: Any) -> list[int]:
     """Indices of ``texts``, most central first: by the summed CIDEr-D of each text against
     each other one as its single reference (the diagonal left out); ties keep the given order."""
-    from evaluation.quality import cider_d_matrix
+    from core.cider import cider_d_matrix
 
     if len(texts) < 2:
         return list(range(len(texts)))
@@ -90,7 +90,7 @@ def candidate_lists(candidates: Sequence[Sequence[str]], pools: Sequence[Sequenc
 def consensus_scores(cands: Sequence[str], pool: Sequence[str], df: Any, retrieved: bool = False) -> np.ndarray:
     """CIDEr-D of each candidate against ``pool`` (C,); with ``retrieved`` the last ``len(pool)``
     candidates are the pool's texts, each scored against the others only."""
-    from evaluation.quality import cider_d_matrix
+    from core.cider import cider_d_matrix
 
     pool = list(pool)
     own = len(pool) if retrieved else 0
@@ -118,7 +118,7 @@ class Retriever:
         self.labels = [list(t) for t in labels]
         self.names = list(names)
         self.learners = list(learners)
-        from evaluation.quality import document_frequency
+        from core.cider import document_frequency
 
         self.df = document_frequency(self.labels)
 

@@ -11,7 +11,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-GROUP_BY = ("none", "learner")
+from configs.schema import GROUP_BY
+
 
 
 def learner_of(record: Mapping[str, Any]) -> str:

@@ -42,13 +42,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+from configs.schema import SYNTHETIC_MODES as MODES
+
 from .skeleton import NUM_JOINTS, SMPL22_JOINT_NAMES, SMPL22_PARENTS
 
 __all__ = ["KINDS", "MODES", "generate", "write", "rest_offsets", "forward_kinematics", "main"]
 
 KINDS = ("raise_left_arm", "raise_right_arm", "squat", "jump", "jab", "cross", "kick", "turn",
          "walk", "bow")
-MODES = ("describe", "coach")
 MOVE_START, MOVE_END = 0.15, 0.85  # phase window of the movement
 STANDARD_FRAMES = 90
 GROUND_CLEARANCE = 0.04  # height of the lowest foot joint above the floor (m)

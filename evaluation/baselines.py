@@ -36,6 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from core.motion_stats import feature_matrix, joints_of, motion_features
 from dataloaders.skeleton import SMPL22_PARENTS
 from evaluation.metrics import (CaptionInputError, JavaNotFoundError, MetricSkippedWarning, java_available,
                                 resolve_use_java, score_captions)
@@ -51,7 +52,6 @@ BASELINE_NAMES = ("most_frequent", "nearest_neighbour", "consensus", "bone_lengt
 REFERENCE_POINTS = ("paraphrase",)  # rows that are not baselines a model could use
 RETRIEVAL_KS = (1, 3)
 NEAREST_CHUNK = 1 << 22  # numbers per block of query-minus-training differences
-NUM_JOINTS = len(SMPL22_PARENTS)
 
 
 class BaselineInputError(ValueError):
@@ -80,12 +80,6 @@ def _check_records(records: Sequence[Mapping[str, Any]] | None, what: str, sourc
             raise BaselineInputError(f"{where}: record {index} (video_name {name!r}) has no coordinates")
 
 
-def _joints(rec: Mapping[str, Any]) -> np.ndarray:
-    """A record's coordinates as float64 ``[T, 22, 3]`` (``[T, 66]`` is reshaped)."""
-    coords = np.asarray(rec["coordinates"], dtype=np.float64)
-    return coords.reshape(coords.shape[0], NUM_JOINTS, 3)  # (T, 66) or (T, V, 3) -> (T, V, 3)
-
-
 def training_texts(records: Sequence[Mapping[str, Any]], *, include_augmented: bool = True) -> list[str]:
     """Every text a model could have learnt from: each clip's labels (and paraphrases)."""
     texts = [t for rec in records for t in rec["labels"]]
@@ -97,24 +91,11 @@ def training_texts(records: Sequence[Mapping[str, Any]], *, include_augmented: b
 # ------------------------------------------------------------------------------------------
 # Features and neighbours
 # ------------------------------------------------------------------------------------------
-def motion_features(coordinates: np.ndarray) -> np.ndarray:
-    """``concat(mean, std)`` over frames of the root-relative joints (each joint minus joint 0,
-    per frame), flattened: ``[T, 22, 3] -> [132]``.  The standard deviation is the population
-    one (numpy's default, ``ddof=0``)."""
-    relative = coordinates - coordinates[:, :1, :]  # (T, V, 3)
-    return np.concatenate([relative.mean(axis=0).ravel(), relative.std(axis=0).ravel()])
-
-
 def bone_length_features(coordinates: np.ndarray) -> np.ndarray:
     """Mean over frames of each bone's length ``|joint - parent|`` on the SMPL-22 tree: ``[21]``."""
     joints = [j for j, p in enumerate(SMPL22_PARENTS) if p >= 0]
     parents = [SMPL22_PARENTS[j] for j in joints]
     return np.linalg.norm(coordinates[:, joints] - coordinates[:, parents], axis=-1).mean(axis=0)
-
-
-def feature_matrix(records: Sequence[Mapping[str, Any]], fn) -> np.ndarray:
-    """``fn`` (e.g. :func:`motion_features`) of each record's joints, stacked ``[N, F]``."""
-    return np.stack([fn(_joints(rec)) for rec in records])
 
 
 def nearest_order(train: np.ndarray, queries: np.ndarray, k: int | None = None,
@@ -369,7 +350,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     document = {"train": str(args.train), "test": str(args.test), "val": None if args.val is None else str(args.val),
                 "clips": {"train": len(train), "test": len(test), **({"val": len(val)} if val else {})},
-                "tokenizer": "java (pycocoevalcap PTBTokenizer)" if use_java else "python (evaluation.ptb_tokenizer)",
+                "tokenizer": "java (pycocoevalcap PTBTokenizer)" if use_java else "python (core.ptb_tokenizer)",
                 "baselines": results, "reference_ceiling": ceiling, "seconds": seconds}
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ each group of clips (the ``motion_type``), tokenising once.
 
 Tokenisation: with Java, the CoreNLP 3.4.1 PTBTokenizer jar that pycocoevalcap ships, run with
 pycocoevalcap's options and punctuation list (once per side, not per clip); without Java,
-:mod:`evaluation.ptb_tokenizer`, which gives the same tokens.
+:mod:`core.ptb_tokenizer`, which gives the same tokens.
 
 Scoring writes nothing to the console: the Java tokenizer's progress line ("PTBTokenizer
 tokenized N tokens ...") is captured and logged at DEBUG on this module's logger, and BLEU runs
@@ -34,11 +34,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Hashable, Iterable, Mapping, Sequence
 
-from evaluation.ptb_tokenizer import coco_clean_line, coco_tokenize_python, one_line
+from configs.schema import METRIC_NAMES
+from core.ptb_tokenizer import coco_clean_line, coco_tokenize_python, one_line
 
 log = logging.getLogger(__name__)
 
-METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 BERTSCORE_NAME = "BERTScore-F1"
 MAX_LISTED_IDS = 10
 
@@ -195,7 +195,7 @@ def java_ptb_tokenize(lines: Sequence[str]) -> list[str]:
     error, which would otherwise reach the console, logging it at DEBUG.  Raises
     ``RuntimeError`` if Java fails or returns fewer lines than it was given.
     """
-    # coco_clean_line drops evaluation.ptb_tokenizer.PUNCTUATIONS, pycocoevalcap's list (a
+    # coco_clean_line drops core.ptb_tokenizer.PUNCTUATIONS, pycocoevalcap's list (a
     # tokenizer test checks the two are equal).
     fd, input_path = tempfile.mkstemp(prefix="coco_ptb_", suffix=".txt")
     try:

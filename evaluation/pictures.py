@@ -793,7 +793,7 @@ def run_clip(args: argparse.Namespace) -> list[dict[str, Path]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from evaluation.inference import UsageError
-    from training.checkpoint import CheckpointError
+    from core.io import CheckpointError
 
     args = parse_args(argv)
     try:

@@ -251,7 +251,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"note: {note}")
     document = {
         "predictions": str(args.predictions), "references": str(args.references),
-        "tokenizer": "java (pycocoevalcap PTBTokenizer)" if use_java else "python (evaluation.ptb_tokenizer)",
+        "tokenizer": "java (pycocoevalcap PTBTokenizer)" if use_java else "python (core.ptb_tokenizer)",
         "clips": counts, "overall": overall, "quality": quality, "by_motion_type": by_group,
         "left_out": missing, "notes": notes,
     }

@@ -9,17 +9,17 @@ same LoRA wrapping as training did and loads the weights strictly.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from configs import schema
+from torch import nn
 
-from training import checkpoint as ckpt
+from configs import schema
+from core.io import CheckpointError, load_checkpoint
+from dataloaders.tokenizer import tokenizer_from_files
 from .captioner import Captioner
 
-__all__ = ["build_model", "tokenizer_files_of", "tokenizer_from_files", "load_trained", "model_from_payload",
-           "checkpoint_of_run"]
+__all__ = ["build_model", "load_trained", "model_from_payload", "checkpoint_of_run", "parameter_counts"]
 
 
 def build_model(cfg: schema.Config, tokenizer: Any, t5: Any = None, t5_config: dict | None = None) -> Captioner:
@@ -53,23 +53,6 @@ def build_model(cfg: schema.Config, tokenizer: Any, t5: Any = None, t5_config: d
                      prompt=cfg.model.prompt, copy=cfg.model.retrieval.copy, annotators=cfg.model.annotators)
 
 
-def tokenizer_files_of(tok: Any) -> dict[str, str]:
-    """The tokenizer's saved files as text (stored in checkpoints so finetuning can reuse them)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        tok.save_pretrained(tmp)
-        return {p.name: p.read_text(encoding="utf-8") for p in Path(tmp).iterdir() if p.suffix == ".json"}
-
-
-def tokenizer_from_files(files: dict[str, str]) -> Any:
-    """The tokenizer saved by :func:`tokenizer_files_of`."""
-    from . import text
-
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, content in files.items():
-            (Path(tmp) / Path(name).name).write_text(content, encoding="utf-8")
-        return text.load_tokenizer(tmp)
-
-
 def checkpoint_of_run(run_dir: str | Path) -> Path:
     """``checkpoints/best.pt`` of a run folder, else its ``last.pt``; a clear error when neither."""
     folder = Path(run_dir) / "checkpoints"
@@ -83,7 +66,7 @@ def checkpoint_of_run(run_dir: str | Path) -> Path:
 
 def load_trained(path: str | Path, map_location: Any = "cpu") -> tuple[Captioner, schema.Config]:
     """A trained captioner (in eval mode) and its config, from a training checkpoint."""
-    return model_from_payload(ckpt.load_checkpoint(path, map_location=map_location), path)
+    return model_from_payload(load_checkpoint(path, map_location=map_location), path)
 
 
 def model_from_payload(payload: dict, source: str | Path) -> tuple[Captioner, schema.Config]:
@@ -93,15 +76,15 @@ def model_from_payload(payload: dict, source: str | Path) -> tuple[Captioner, sc
 
     missing = [k for k in ("model", "config", "tokenizer") if not payload.get(k)]
     if missing:
-        raise ckpt.CheckpointError(f"{source}: not a Motion2Text training checkpoint (no {', '.join(missing)})")
+        raise CheckpointError(f"{source}: not a Motion2Text training checkpoint (no {', '.join(missing)})")
     cfg = schema.from_dict(payload["config"])
     record = payload.get("t5") or {}
     settings = lora.lora_settings(cfg.model.t5.lora)
     if "lora" in record and record["lora"] != settings:
-        raise ckpt.CheckpointError(f"{source}: its T5 record says LoRA {record['lora']} but its config says "
+        raise CheckpointError(f"{source}: its T5 record says LoRA {record['lora']} but its config says "
                                    f"model.t5.lora {settings}; the checkpoint is inconsistent")
     if lora.has_adapters(payload["model"]) != (settings is not None):
-        raise ckpt.CheckpointError(
+        raise CheckpointError(
             f"{source}: the weights {'hold' if settings is None else 'lack'} LoRA adapter tensors but the config "
             f"has model.t5.lora.r={cfg.model.t5.lora.r}; refusing to load adapters partially")
     tokenizer = tokenizer_from_files(payload["tokenizer"])
@@ -112,3 +95,9 @@ def model_from_payload(payload: dict, source: str | Path) -> tuple[Captioner, sc
 
         model.retriever = Retriever.from_state(payload["retrieval"])
     return model.eval(), cfg
+
+
+def parameter_counts(module: nn.Module) -> tuple[int, int]:
+    """(trainable, total) numbers of parameters, tied ones counted once."""
+    params = list(module.parameters())  # deduplicated by identity
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)

@@ -33,9 +33,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from configs.schema import REFERENCE_MODES
+
 from .copy_head import CopyHead
 
-REFERENCE_MODES = ("none", "subtract")
 
 
 class Captioner(nn.Module):

@@ -34,7 +34,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from training.checkpoint import CheckpointError
+from core.io import CheckpointError
 
 __all__ = ["MANIFEST", "SKELETON", "ExportError", "is_export", "read_manifest", "export_run", "write_export",
            "load_export", "merge_check", "MERGE_TOLERANCE"]
@@ -193,8 +193,8 @@ def checkpoint_file(run: Path, which: str) -> Path:
 def export_run(run: str | os.PathLike, out: str | os.PathLike, ckpt: str = "",
                overwrite: bool = False) -> Path:
     """Export checkpoint ``ckpt`` of run folder ``run`` to ``out`` (see the module docstring)."""
+    from core.io import load_checkpoint
     from models.build import model_from_payload
-    from training.checkpoint import load_checkpoint
 
     run = Path(run)
     path = checkpoint_file(run, ckpt)
@@ -262,7 +262,7 @@ def _metric_lines(run: Path, ckpt_path: Path, epoch: Any) -> list[str]:
 
 
 def _commands(run: Path) -> list[str]:
-    from training.run import COMMANDS_FILE
+    from core.run_folder import COMMANDS_FILE
 
     file = run / COMMANDS_FILE
     lines = file.read_text(encoding="utf-8").splitlines() if file.is_file() else []
@@ -274,7 +274,7 @@ def _commands(run: Path) -> list[str]:
 
 def model_card(model: Any, cfg: Any, run: Path, ckpt_path: Path, source: dict) -> str:
     from models import lora
-    from training.freeze import parameter_counts
+    from models.build import parameter_counts
 
     settings = lora.t5_record(model)["lora"]
     t5c = lora.base_t5(model.t5).config
@@ -311,7 +311,8 @@ def load_export(path: str | os.PathLike, map_location: str | torch.device = "cpu
     from transformers import T5ForConditionalGeneration
 
     from configs import schema
-    from models import text
+    from core.hub import ModelSourceError
+    from dataloaders.tokenizer import load_tokenizer
     from models.build import build_model
 
     path = Path(path)
@@ -321,8 +322,8 @@ def load_export(path: str | os.PathLike, map_location: str | torch.device = "cpu
     except schema.ConfigError as exc:
         raise ExportError(f"{path}: {CONFIG}: {exc}") from None
     try:
-        tokenizer = text.load_tokenizer(str(path / "tokenizer"))
-    except text.ModelSourceError as exc:
+        tokenizer = load_tokenizer(str(path / "tokenizer"))
+    except ModelSourceError as exc:
         raise ExportError(f"{path}: the tokenizer could not be loaded: {exc}") from None
     try:
         with _quiet_progress():

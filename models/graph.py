@@ -40,9 +40,9 @@ from typing import Sequence
 
 import numpy as np
 
+from configs.schema import LAYOUT_NAMES, STRATEGIES
 from dataloaders.skeleton import ROOT, SMPL22_PARENTS
 
-STRATEGIES = ("uniform", "distance", "spatial")
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,6 @@ def smpl22_layout() -> Layout:
 
 
 LAYOUTS = {"smpl22": smpl22_layout}
-LAYOUT_NAMES = tuple(LAYOUTS)
 
 
 def get_layout(layout: str | Layout) -> Layout:

@@ -32,11 +32,12 @@ import json
 import warnings
 from typing import Any, Mapping
 
+from configs.schema import LORA_TARGETS
+
 __all__ = ["LORA_TARGETS", "ADAPTER_MARK", "lora_settings", "wrap", "is_wrapped", "base_t5", "merged_t5",
            "plain_state_dict", "plain_name", "has_adapters", "t5_record", "t5_config_dict"]
 
 # T5's linear layers: attention (q, k, v, o) and feed-forward (wi, wo; wi_0 / wi_1 in gated T5 v1.1).
-LORA_TARGETS = ("q", "k", "v", "o", "wi", "wo", "wi_0", "wi_1")
 ADAPTER_MARK = ".lora_"  # every adapter tensor of peft's LoRA has this in its name
 WRAPPED_PREFIX = "base_model.model."  # what peft puts before the wrapped model's own names
 BASE_LAYER = ".base_layer"  # what peft puts between a targeted layer's name and its weight

@@ -26,9 +26,9 @@ import math
 import torch
 from torch import nn
 
+from configs.schema import POLICIES
 from dataloaders.skeleton import NUM_JOINTS
 
-POLICIES = ("time_pool", "skeleton_pool", "origin")
 
 
 def sinusoidal_positions(positions: torch.Tensor, dim: int) -> torch.Tensor:

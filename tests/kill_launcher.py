@@ -43,7 +43,7 @@ def after_calls(n: int, wrapped, before: bool = False):
 
 
 def kill_half_way_through_writes(name: str, n: int) -> None:
-    from training import checkpoint
+    from core import io as checkpoint
 
     original, calls = checkpoint.atomic_write, [0]
 

@@ -111,7 +111,7 @@ def test_for_annotator_fills_in_whose_caption_and_that_annotators_texts():
 def small_captioner(annotators: int):
     from configs import schema
     from models.build import build_model
-    from models.text import train_tokenizer
+    from dataloaders.tokenizer import train_tokenizer
 
     cfg = schema.load_config("configs/synthetic.yaml", [
         "model.encoder.channels=[8,16]", "model.encoder.strides=[1,2]", "model.encoder.num_attention_graphs=1",

@@ -19,7 +19,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 
 from evaluation.baselines import (BASELINE_NAMES, BaselineInputError, bone_length_features, compute_baselines,
                                   format_table, main, motion_features, nearest_order)
-from evaluation.ptb_tokenizer import coco_tokenize_python
+from core.ptb_tokenizer import coco_tokenize_python
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # SMPL-22 parents as DESIGN.md lists them (written out here, not imported, to stay independent).

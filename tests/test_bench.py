@@ -233,7 +233,7 @@ def test_benchmarks_run_as_modules_without_path_edits(tmp_path):
 # ============================================================================ Collator cache ==
 def test_cached_token_ids_equal_the_tokenizer_called_directly():
     """The Collator pads cached ids itself; its labels must equal the padded tokenizer call."""
-    from models.text import train_tokenizer
+    from dataloaders.tokenizer import train_tokenizer
 
     texts = ["keep your guard up", "the jab does not fully extend, step in as you punch",
              "rotate the hips", "a", "keep your guard up", "bend the knees more before the jump"]

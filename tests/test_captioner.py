@@ -10,6 +10,8 @@ from dataloaders.collate import Collator
 from dataloaders.dataset import MotionTextDataset
 from dataloaders.records import load_records, load_standards
 from dataloaders import synthetic
+from core.hub import ModelSourceError
+from dataloaders import tokenizer as tok
 from models import text
 from models.captioner import Captioner
 from models.graph import Graph
@@ -33,7 +35,7 @@ def coach_data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tokenizer(coach_data):
     records, _ = coach_data
-    return text.train_tokenizer([t for r in records for t in r["labels"]], vocab_size=300)
+    return tok.train_tokenizer([t for r in records for t in r["labels"]], vocab_size=300)
 
 
 def make_captioner(tokenizer, policy="time_pool", reference="none", prompt="", channels=(16, 32),
@@ -199,15 +201,15 @@ def test_uncached_hub_name_offline_fails_with_a_clear_message(monkeypatch, token
     import huggingface_hub.constants
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as a user offline would set it
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
-    with pytest.raises(text.ModelSourceError, match="train from scratch"):
+    with pytest.raises(ModelSourceError, match="train from scratch"):
         text.build_t5(tokenizer, name="motion2text-no-such-model/t5-nothing")
-    with pytest.raises(text.ModelSourceError, match="model.tokenizer.name"):
-        text.load_tokenizer("motion2text-no-such-model/t5-nothing")
+    with pytest.raises(ModelSourceError, match="model.tokenizer.name"):
+        tok.load_tokenizer("motion2text-no-such-model/t5-nothing")
 
 
 def test_trained_tokenizer_round_trips_and_ids_agree_with_t5(tmp_path, tokenizer):
     tokenizer.save_pretrained(tmp_path)
-    again = text.load_tokenizer(str(tmp_path))
+    again = tok.load_tokenizer(str(tmp_path))
     sample = "the left elbow drops during the jab"
     assert again(sample)["input_ids"] == tokenizer(sample)["input_ids"]
     t5 = text.build_t5(again, config=T5_TINY)

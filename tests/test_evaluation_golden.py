@@ -12,7 +12,7 @@ import warnings
 import pytest
 
 from evaluation import MetricSkippedWarning, score_captions
-from evaluation.ptb_tokenizer import coco_tokenize_python
+from core.ptb_tokenizer import coco_tokenize_python
 
 PREDICTIONS = {
     "c1": "keep your left hand up when you jab",

@@ -21,7 +21,7 @@ from evaluation import metrics
 from evaluation.caption_templates import synthetic_case
 from evaluation.metrics import (CaptionInputError, JavaNotFoundError, MetricSkippedWarning, MissingIdsError,
                                 score_captions, score_with_breakdown)
-from evaluation.ptb_tokenizer import coco_tokenize_python
+from core.ptb_tokenizer import coco_tokenize_python
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java runtime not installed")
 NON_METEOR = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr")
@@ -356,7 +356,7 @@ def test_fresh_package_has_no_score_or_evaluate_attribute():
 
 # ------------------------------------------------------------------------------ imports
 def test_evaluation_does_not_import_torch():
-    code = ("import sys, evaluation.metrics, evaluation.score, evaluation.ptb_tokenizer; "
+    code = ("import sys, evaluation.metrics, evaluation.score, core.ptb_tokenizer; "
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=metrics.__file__.rsplit("/evaluation/", 1)[0])

@@ -13,7 +13,7 @@ import pytest
 
 from evaluation.caption_templates import template_captions
 from evaluation.metrics import java_ptb_tokenize, tokenize
-from evaluation.ptb_tokenizer import (LINE_BREAKS, PUNCTUATIONS, coco_tokenize_python, one_line,
+from core.ptb_tokenizer import (LINE_BREAKS, PUNCTUATIONS, coco_tokenize_python, one_line,
                                       ptb_tokenize, ptb_tokenize_lines)
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java runtime not installed")

@@ -14,10 +14,11 @@ import torch
 from configs import schema
 from configs.schema import ConfigError, load_config
 from models import export, lora
-from models.build import build_model, model_from_payload, tokenizer_files_of
-from models.text import train_tokenizer
+from dataloaders.tokenizer import tokenizer_files_of
+from models.build import build_model, model_from_payload, parameter_counts
+from dataloaders.tokenizer import train_tokenizer
 from training import freeze
-from training.checkpoint import CheckpointError
+from core.io import CheckpointError
 from training.finetune import load_finetune_weights
 from training.run import config_differences
 
@@ -243,7 +244,7 @@ def test_each_freeze_key_leaves_exactly_its_parameters_without_gradient(tokenize
             assert p.grad is None, name
     assert all(p.grad is not None for n, p in model.named_parameters() if n.startswith("projection."))\
         or part == "projection"
-    trainable, total = freeze.parameter_counts(model)
+    trainable, total = parameter_counts(model)
     frozen_count = sum(p.numel() for p in freeze.part_parameters(model, part))
     assert trainable == total - frozen_count
     assert f"{trainable:,} trainable of {total:,}" in freeze.describe(model, [part])

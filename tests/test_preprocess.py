@@ -11,7 +11,7 @@ from alignment import preprocess as P
 from alignment.carl import EmbedderConfig, FrameEmbedder, embedder_state
 from dataloaders import synthetic
 from dataloaders.safe_pickle import safe_load
-from training.checkpoint import atomic_save
+from core.io import atomic_save
 
 KINDS = ("jab", "squat")
 

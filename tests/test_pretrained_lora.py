@@ -42,8 +42,8 @@ from dataloaders.dataset import MotionTextDataset
 from dataloaders.records import load_records, load_standards
 from evaluation import inference
 from models import export, lora
-from models.text import load_tokenizer, train_tokenizer
-from training.checkpoint import CheckpointError, load_checkpoint
+from dataloaders.tokenizer import load_tokenizer, train_tokenizer
+from core.io import CheckpointError, load_checkpoint
 from tests.test_reliability import Payload
 from tests.test_train import REPO, tiny
 

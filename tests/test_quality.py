@@ -12,7 +12,7 @@ import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
-from evaluation.ptb_tokenizer import coco_tokenize_python
+from core.ptb_tokenizer import coco_tokenize_python
 from evaluation.quality import (Interval, bleu_statistic, bootstrap_ci, bootstrap_metric, cider_d_matrix,
                                 cider_statistic, distinct, document_frequency, normalize_text, novelty,
                                 paired_difference, recall_at_k, reference_ceiling, retrieval_ranks,

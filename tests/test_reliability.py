@@ -19,7 +19,7 @@ import torch
 
 import train_t5_stagcn as trainer
 from models.captioner import Captioner
-from training.checkpoint import CheckpointError, load_checkpoint
+from core.io import CheckpointError, load_checkpoint
 from tests.test_train import REPO, tiny
 
 pytestmark = pytest.mark.reliability
@@ -457,7 +457,7 @@ def test_disk_full_on_rename_keeps_the_previous_one(tmp_path, monkeypatch):
     trainer.main(tiny(tmp_path, "ren", "train.epochs=1"))
     folder = ckdir(tmp_path, "ren")
     before = (folder / "last.pt").read_bytes()
-    from training import checkpoint as ckpt
+    from core import io as ckpt
 
     def replace(src, dst):
         raise OSError(28, "No space left on device")
@@ -589,7 +589,7 @@ def test_a_frozen_rank_is_caught_by_the_collective_timeout(tmp_path):
 
 def test_atomic_write_gives_the_usual_file_mode(tmp_path):
     """Checkpoints and run files are as readable as any file the user writes (not mkstemp's 0600)."""
-    from training.checkpoint import atomic_write_text
+    from core.io import atomic_write_text
     old = os.umask(0o022)
     try:
         path = atomic_write_text("x", tmp_path / "a.txt")

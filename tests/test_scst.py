@@ -14,7 +14,7 @@ from pycocoevalcap.cider.cider import Cider
 import train_t5_stagcn as trainer
 from tests.test_train import assert_same_weights, model_state, tiny
 from training import scst
-from training.checkpoint import load_checkpoint
+from core.io import load_checkpoint
 
 
 def test_rewards_equal_pycocoevalcap_with_the_end_word():
@@ -42,7 +42,7 @@ def test_leave_one_out_advantages_by_hand():
 @pytest.fixture
 def small_model():
     from configs import schema
-    from models import text
+    from dataloaders import tokenizer as text
     from models.build import build_model
 
     tok = text.train_tokenizer(["keep your guard up", "rotate the hips more", "lift the back foot"] * 20, 120)

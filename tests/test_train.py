@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import train_t5_stagcn as trainer
-from training.checkpoint import load_checkpoint
+from core.io import load_checkpoint
 
 REPO = Path(trainer.__file__).resolve().parent
 CONFIG = str(REPO / "configs" / "synthetic.yaml")
@@ -151,7 +151,7 @@ def test_two_fresh_runs_are_identical_bit_for_bit(tmp_path):
 
 
 def test_tokenizer_training_gives_the_same_vocabulary_every_time():
-    from models.text import train_tokenizer
+    from dataloaders.tokenizer import train_tokenizer
     from evaluation.caption_templates import template_captions
 
     texts = template_captions(seed=0, n=400)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from models import lora
-from training import checkpoint as ckpt
+from core.io import TMP_PREFIX, CheckpointError, load_checkpoint
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def choose_init_checkpoint(init_from: str, run_dir: Path) -> tuple[Path, str] | 
         return path, "train.init_from"
     folder = run_dir / "pretrain_checkpoints"
     files = sorted(p for pattern in ("*.pt", "*.pth", "*.bin") for p in folder.glob(pattern)
-                   if p.is_file() and not p.name.startswith(ckpt.TMP_PREFIX)) if folder.is_dir() else []
+                   if p.is_file() and not p.name.startswith(TMP_PREFIX)) if folder.is_dir() else []
     if len(files) == 1:
         return files[0], "the only checkpoint in pretrain_checkpoints/"
     if (folder / "best.pt") in files:
@@ -56,7 +56,8 @@ def load_init_source(path: Path) -> dict:
     as it is, or a LoRA checkpoint rebuilt with its adapters and merged once, on a copy."""
     from configs import schema
     from models import export
-    from models.build import model_from_payload, tokenizer_files_of
+    from dataloaders.tokenizer import tokenizer_files_of
+    from models.build import model_from_payload
 
     path = Path(path)
     if export.is_export(path):
@@ -65,9 +66,9 @@ def load_init_source(path: Path) -> dict:
         log.info("finetuning source is an export folder (T5 %s)", export.read_manifest(path)["adapters"])
         return {"model": model.state_dict(), "config": schema.to_dict(cfg),
                 "tokenizer": tokenizer_files_of(model.tokenizer)}
-    payload = ckpt.load_checkpoint(path)
+    payload = load_checkpoint(path)
     if "model" not in payload:
-        raise ckpt.CheckpointError(f"cannot finetune from {path}: it holds no 'model' weights")
+        raise CheckpointError(f"cannot finetune from {path}: it holds no 'model' weights")
     if lora.has_adapters(payload["model"]):
         with torch.random.fork_rng(devices=[]):
             model, _ = model_from_payload(payload, path)

@@ -23,11 +23,12 @@ from typing import Iterable
 
 from torch import nn
 
+from configs.schema import FREEZE_PARTS
 from models import lora
+from models.build import parameter_counts
 
 log = logging.getLogger(__name__)
 
-FREEZE_PARTS = ("encoder", "projection", "t5_encoder", "t5_decoder", "embeddings")
 
 
 def _embedding_params(t5: nn.Module) -> list[nn.Parameter]:
@@ -61,12 +62,6 @@ def apply_freeze(model: nn.Module, parts: Iterable[str]) -> None:
     if parts and not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"train.freeze={parts} leaves no parameter to train"
                          + (" (LoRA already freezes T5's own weights)" if lora.is_wrapped(model.t5) else ""))
-
-
-def parameter_counts(module: nn.Module) -> tuple[int, int]:
-    """(trainable, total) numbers of parameters, tied ones counted once."""
-    params = list(module.parameters())  # deduplicated by identity
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
 def describe(model: nn.Module, parts: Iterable[str] = ()) -> str:

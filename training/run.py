@@ -15,10 +15,11 @@ from typing import Any, Iterable
 
 import yaml
 
+from core.io import atomic_save, atomic_write_text, remove_temporaries
+from core.run_folder import COMMANDS_FILE
 from training import checkpoint as ckpt
 
 log = logging.getLogger(__name__)
-COMMANDS_FILE = "commands.txt"  # one line per invocation in a run folder (the model card cites it)
 
 
 def resolve_run_dir(results_root: Path, cfg_path: Path, experiment: str) -> Path:
@@ -61,7 +62,7 @@ def prepare_run_dir(run_dir: Path, cfg_path: Path, resolved: dict, *, resumable:
     saved = run_dir / "config.yaml"
     is_source = saved.resolve() == cfg_path.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    removed = ckpt.remove_temporaries(run_dir)
+    removed = remove_temporaries(run_dir)
     if saved.is_file() and not is_source and not allow_change:
         old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
         diff = config_differences(old, resolved, resumable, defaults=defaults)
@@ -71,7 +72,7 @@ def prepare_run_dir(run_dir: Path, cfg_path: Path, resolved: dict, *, resumable:
                 + "; ".join(diff[:10]) + ". Use another `experiment` name, or pass "
                 "--allow_config_change to run there anyway.")
     if not is_source:
-        ckpt.atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), saved)
+        atomic_write_text(yaml.safe_dump(resolved, sort_keys=False), saved)
     for sub in subfolders:
         (run_dir / sub).mkdir(exist_ok=True)
     if removed:
@@ -141,7 +142,7 @@ def trim_metrics(path: Path, last_epoch: int) -> None:
             dropped += 1
     if dropped:
         log.info("metrics.jsonl: dropped %d line(s) written after the checkpoint being resumed", dropped)
-        ckpt.atomic_write_text("".join(k + "\n" for k in kept), path)
+        atomic_write_text("".join(k + "\n" for k in kept), path)
 
 
 # ============================================================================ checkpoints =====
@@ -150,8 +151,8 @@ def save_checkpoint(folder: Path, payload: dict, epoch: int, keep_epoch_checkpoi
     """Write ``last.pt`` and, at an epoch's end, ``epoch_NNNN.pt``; keep the newest
     ``keep_epoch_checkpoints`` epoch files (at least one)."""
     if epoch_file:
-        ckpt.atomic_save(payload, folder / f"epoch_{epoch:04d}.pt")
-    ckpt.atomic_save(payload, folder / "last.pt")
+        atomic_save(payload, folder / f"epoch_{epoch:04d}.pt")
+    atomic_save(payload, folder / "last.pt")
     if epoch_file:
         epochs = sorted(folder.glob("epoch_*.pt"), key=lambda p: ckpt.natural_key(p.name))
         for old in epochs[:-max(keep_epoch_checkpoints, 1)]:

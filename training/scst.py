@@ -31,7 +31,7 @@ def _with_end(text: str) -> str:
 
 def reward_corpus(references: Sequence[Sequence[str]]) -> Any:
     """Document frequencies of the training references (one document per clip, ends marked)."""
-    from evaluation.quality import document_frequency
+    from core.cider import document_frequency
 
     return document_frequency([[_with_end(t) for t in refs] for refs in references])
 
@@ -40,7 +40,7 @@ def rewards(texts: Sequence[str], ended: Sequence[bool], references: Sequence[Se
             df: Any) -> np.ndarray:
     """CIDEr-D of each sampled caption against its clip's references: ``(N, samples)`` for N
     clips whose ``samples`` captions come one clip after another in ``texts``."""
-    from evaluation.quality import cider_d_matrix
+    from core.cider import cider_d_matrix
 
     cands = [_with_end(t) if end else t for t, end in zip(texts, ended)]
     refs = [[_with_end(t) for t in r] for r in references]
