@@ -1,7 +1,8 @@
 """dataloaders.retrieval and its use by the captioner: neighbours against a naive search, never
 the clip itself (or its learner), consensus order against evaluation.baselines, reranking on a
 hand-made case, the encoder-side tokens, the checkpoint round trip, the trained run's
-captions equal to caption.py's (a run of seed 1 reranking sampled candidates included)."""
+captions equal to caption.py's (a run of seed 1 reranking sampled candidates included), and an
+export's retriever equal to the run's and to one computed again from its training clips."""
 from __future__ import annotations
 
 import json
@@ -225,10 +226,19 @@ def test_export_carries_the_retrieval_state_and_captions_alike(retrieval_run, tm
     import caption
     from models.export import export_run, load_export
 
+    from dataloaders.records import load_records
+    from dataloaders.splits import split_off
+    from evaluation import inference
+
     out = export_run(retrieval_run, tmp_path / "export")
-    model, _ = load_export(out)
-    assert model.retriever is not None and model.retriever.names == \
-        load_export(out)[0].retriever.names
+    exported_state = load_export(out)[0].retriever.state_dict()
+    # the same state as the run's checkpoint holds ...
+    trained, cfg, _ = inference.load_model(run=retrieval_run, device="cpu")
+    assert exported_state == trained.retriever.state_dict()
+    # ... and as computed again from the run's training clips (validation clips held out)
+    split = cfg.data.val_split
+    train, val = split_off(load_records(retrieval_run / "data" / "train.pkl"), split.fraction, split.group_by, split.seed)
+    assert val and exported_state == Retriever.from_records(train).state_dict()
     data = retrieval_run / "data"
     args = [str(data / "test.pkl"), "--standard", str(data / "standard.pkl"), "--max_new_tokens", "8", "--json"]
     assert caption.main(["--run", str(out), *args]) == 0
