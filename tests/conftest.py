@@ -20,6 +20,12 @@ def bx_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def bx_dir_or_none() -> Path | None:
+    """The BX folder when its data are there, else None (for tests that fall back on synthetic data)."""
+    return BX_DIR if (BX_DIR / "BX_train.pkl").is_file() else None
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A synthetic run of a few seconds (tests/test_caption.py's settings: reference branch,
     time_pool, a prompt; batches of 4 for 3 epochs, so that most test captions are not empty and

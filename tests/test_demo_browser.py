@@ -1,8 +1,9 @@
 """The web page in a real browser: demo.py serves a tiny run on a free local port, headless
 Chromium (Debian's chromium and chromedriver, driven by Selenium) uploads a HybrIK result, waits
 for the caption, and checks it against caption.py; bad uploads show a message and the page keeps
-working; a test clip shows its references and metrics. Skipped when gradio, selenium or chromium
-is missing (see requirements-demo.txt and the README's install lines).
+working; a test clip shows its references and metrics. Skipped when gradio, selenium, chromium or
+chromedriver is missing (see requirements-demo.txt and the README's install lines), and failed
+instead under CI=true; either is decided before the tiny run is trained.
 
 The README's screenshot is made by the same steps over the synthetic run:
 
@@ -43,16 +44,41 @@ BUSY = "Captioning..."  # demo.BUSY, the status while a caption is being made
 
 
 # ============================================================================ what is needed =
+def missing_parts() -> list[str]:
+    """Everything the browser test needs and this machine lacks, each with how to install it."""
+    missing = [f"{module} is not installed (pip install -r requirements-demo.txt)"
+               for module in ("gradio", "selenium") if importlib.util.find_spec(module) is None]
+    if browser_binary() is None:
+        missing.append("no chromium binary (apt-get install -y chromium chromium-driver)")
+    if shutil.which("chromedriver") is None:
+        missing.append("no chromedriver (apt-get install -y chromium-driver)")
+    return missing
+
+
 def missing_requirements() -> str | None:
     """Why the browser test cannot run here, or None."""
-    for module in ("gradio", "selenium"):
-        if importlib.util.find_spec(module) is None:
-            return f"{module} is not installed (pip install -r requirements-demo.txt)"
-    if browser_binary() is None:
-        return "no chromium binary (apt-get install -y chromium chromium-driver)"
-    if shutil.which("chromedriver") is None:
-        return "no chromedriver (apt-get install -y chromium-driver)"
-    return None
+    return "; ".join(missing_parts()) or None
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+def require_browser() -> None:
+    """Return when the browser test can run; else skip it, or fail it under CI=true (where the
+    README's install lines ran, so a missing part is a broken install, not an optional one)."""
+    reason = missing_requirements()
+    if reason is None:
+        return
+    if in_ci():
+        pytest.fail(f"browser test under CI=true: {reason}", pytrace=False)
+    pytest.skip(f"browser test: {reason}")
+
+
+@pytest.fixture(scope="session")
+def browser_ready() -> None:
+    """Checked before ``tiny_run`` (same scope, asked for first), so a skip trains nothing."""
+    require_browser()
 
 
 def browser_binary() -> str | None:
@@ -250,10 +276,7 @@ class _RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_the_page_in_a_browser(tiny_run, tmp_path):
-    reason = missing_requirements()
-    if reason:
-        pytest.skip(f"browser test: {reason}")
+def test_the_page_in_a_browser(browser_ready, tiny_run, tmp_path):
     from PIL import Image
 
     from dataloaders.records import load_records
@@ -309,14 +332,60 @@ def test_the_page_in_a_browser(tiny_run, tmp_path):
     print(f"browser test: {time.monotonic() - started:.1f} s in all, first caption {seconds:.1f} s on the page")
 
 
-def test_a_missing_browser_or_library_is_named_in_the_skip_reason(monkeypatch):
-    monkeypatch.setattr(shutil, "which", lambda name: None)
-    reason = missing_requirements()
-    assert reason is not None and ("chromium" in reason or "pip install -r requirements-demo.txt" in reason)
-    real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "selenium" else real_find_spec(name))
-    reason = missing_requirements()
-    assert reason is not None and ("selenium" in reason or "gradio" in reason)
+def _programs(folder: Path, *names: str) -> Path:
+    """``folder`` holding empty executables of these names (for a PATH of nothing else)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_text("#!/bin/sh\n")
+        (folder / name).chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize("programs, modules, expected", [
+    ((), (), ["gradio", "selenium", "no chromium binary", "no chromedriver"]),
+    (("chromium",), ("gradio",), ["selenium", "no chromedriver"]),
+    (("chromium-browser", "chromedriver"), ("selenium",), ["gradio"]),
+    (("google-chrome", "chromedriver"), ("gradio", "selenium"), []),
+])
+def test_every_missing_part_is_named(programs, modules, expected, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(_programs(tmp_path / "bin", *programs)))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in modules else None)
+    missing = missing_parts()
+    assert len(missing) == len(expected) and all(m.startswith(e) for e, m in zip(expected, missing)), missing
+    assert missing_requirements() == ("; ".join(missing) or None)
+
+
+def outcome_of_check() -> tuple[str, str]:
+    """("run" | "skip" | "fail", message) of :func:`require_browser`, caught here so that a skip
+    where a failure was expected fails this test rather than skipping it."""
+    try:
+        require_browser()
+    except pytest.fail.Exception as exc:
+        return "fail", str(exc)
+    except pytest.skip.Exception as exc:
+        return "skip", str(exc)
+    return "run", ""
+
+
+@pytest.mark.parametrize("ci, outcome", [("true", "fail"), ("TRUE", "fail"), (None, "skip"), ("false", "skip")])
+def test_a_missing_part_skips_the_browser_test_but_fails_it_under_ci(ci, outcome, tmp_path, monkeypatch):
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+    monkeypatch.setenv("PATH", str(_programs(tmp_path / "bin", "chromium")))  # no chromedriver
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    got, message = outcome_of_check()
+    assert got == outcome and "no chromedriver" in message, (got, message)
+    monkeypatch.setenv("PATH", str(_programs(tmp_path / "bin", "chromedriver")))
+    assert outcome_of_check() == ("run", "")  # nothing missing: the test runs, CI or not
+
+
+def test_the_check_comes_before_the_training(request):
+    """pytest sets up the browser test's fixtures in the order of its fixture names: ``browser_ready``
+    before ``tiny_run``, so a skip (or a failure under CI) trains nothing."""
+    item = next(i for i in request.node.parent.collect() if i.name == "test_the_page_in_a_browser")
+    assert item.fixturenames.index("browser_ready") < item.fixturenames.index("tiny_run"), item.fixturenames
 
 
 # ============================================================================ the screenshot =

@@ -19,20 +19,24 @@ from tests.test_train import REPO, tiny
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def learner_data(tmp_path_factory) -> Path:
-    """Synthetic clips given four learners (two per split), in the dataset pickle format."""
+def synthetic_with_learners(folder: Path, per_split: int) -> Path:
+    """Synthetic clips given ``per_split`` learners in each split, in the dataset pickle format."""
     from dataloaders import synthetic
     from dataloaders.records import load_records
 
-    folder = tmp_path_factory.mktemp("learners")
     synthetic.write(folder, seed=0, train_per_kind=2, test_per_kind=1)
-    for name, offset in (("train", 0), ("test", 2)):
+    for name, offset in (("train", 0), ("test", per_split)):
         records = load_records(folder / f"{name}.pkl")
         for i, rec in enumerate(records):
-            rec["learner"] = f"L{offset + i % 2}"
+            rec["learner"] = f"L{offset + i % per_split}"
         (folder / f"{name}.pkl").write_bytes(pickle.dumps(records, protocol=4))
     return folder
+
+
+@pytest.fixture(scope="module")
+def learner_data(tmp_path_factory) -> Path:
+    """Synthetic clips given four learners (two per split)."""
+    return synthetic_with_learners(tmp_path_factory.mktemp("learners"), 2)
 
 
 def protocol_args(results: Path, data: Path, which: str, *extra: str) -> list[str]:
@@ -124,3 +128,85 @@ def test_decode_from_captions_the_runs_again_without_training(tmp_path, learner_
     # a source trained on other clips is refused
     with pytest.raises(SystemExit, match="other validation clips"):
         protocol.main([*again, "--decode-from", "tinyproto", "experiment=other", "data.val_split.fraction=0.5"])
+
+
+# ------------------------------------------------------------------ new-learner retrieval, untrained
+class _Stop(Exception):
+    """Raised where the protocol would score the runs: the commands are all known by then."""
+
+
+def training_commands(monkeypatch, argv: list[str]) -> list[list[str]]:
+    """The training command lines protocol.main starts for ``argv``, without training: each child
+    process is recorded instead of started and its run marked finished; scoring is stopped."""
+    import train_t5_stagcn as trainer
+    from configs.schema import load_config
+
+    commands = []
+
+    def fake_run(command, *args, **kwargs):
+        assert Path(command[1]).name == "train_t5_stagcn.py", command
+        commands.append(list(command))
+        args = trainer.parse_args(command[2:])
+        cfg = load_config(args.cfg_file, args.overrides)
+        folder = REPO / cfg.results_dir / cfg.experiment
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "test_best_metrics.json").write_text("{}")
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(protocol.subprocess, "run", fake_run)
+    monkeypatch.setattr(protocol, "run_scores", lambda *a, **kw: (_ for _ in ()).throw(_Stop()))
+    with pytest.raises(_Stop):
+        protocol.main(argv)
+    return commands
+
+
+def test_new_learner_runs_never_retrieve_a_text_of_the_clips_own_learner(tmp_path, monkeypatch, bx_dir_or_none):
+    """Each new-learner run's config (as the protocol starts it) says model.retrieval.exclude=learner,
+    and with that config no training, validation or test clip's retrieved texts (encoder input and
+    reranking pool) come from a clip of its own learner: on BX when present, else on synthetic clips
+    with learners. Nothing is trained."""
+    import train_t5_stagcn as trainer
+    from configs.schema import load_config
+    from dataloaders.build import retrieval_fields, validation_records
+    from dataloaders.records import load_records
+    from dataloaders.retrieval import Retriever
+    from dataloaders.splits import learner_of
+
+    if bx_dir_or_none is not None:  # configs/boxing.yaml itself says exclude: self
+        argv = ["--cfg_file", str(REPO / "configs" / "boxing.yaml"), f"data.root={bx_dir_or_none}", "--folds", "2"]
+    else:  # six learners: a fold trains on three, one of them held out for validation
+        data = synthetic_with_learners(tmp_path / "learners", 3)
+        argv = ["--cfg_file", str(REPO / "configs" / "synthetic.yaml"), "data.kind=pickle", f"data.root={data}",
+                "data.standard=standard.pkl", "--folds", "2"]
+    argv += ["--protocol", "new-learner", "--no-java", f"results_dir={tmp_path}", "experiment=nl",
+             "model.retrieval.k=3", "eval.rerank=2", "eval.rerank_k=3"]
+    commands = training_commands(monkeypatch, argv)
+    assert len(commands) == 2  # one run per fold
+
+    def tagged(records):  # each label carries its clip's learner, so a retrieved text says where it came from
+        return [{**r, "labels": [f"{learner_of(r)}::{t}" for t in r["labels"]]} for r in records]
+
+    for command in commands:
+        args = trainer.parse_args(command[2:])
+        assert "model.retrieval.exclude=learner" in args.overrides
+        cfg = load_config(args.cfg_file, args.overrides)
+        assert cfg.model.retrieval.exclude == "learner", command
+        root = Path(cfg.data.root) if Path(cfg.data.root).is_absolute() else REPO / cfg.data.root
+        train, val, _ = validation_records(cfg.data, load_records(root / cfg.data.train), root / cfg.data.train,
+                                           None, None)
+        test = load_records(root / cfg.data.test)
+        assert train and val and test
+        retriever = Retriever.from_records(tagged(train))  # as dataloaders.build.attach_retrieval builds it
+        checked = 0
+        for split, records in (("train", train), ("val", val), ("test", test)):
+            fields = retrieval_fields(cfg, retriever, tagged(records))
+            assert {"retrieved", "pool"} <= set(fields)
+            for rec in records:
+                for field in ("retrieved", "pool"):
+                    texts = fields[field][rec["video_name"]]
+                    assert texts, (split, rec["video_name"], field)
+                    own, sources = learner_of(rec), {t.split("::", 1)[0] for t in texts}
+                    assert own not in sources, (f"{cfg.experiment}: {split} clip {rec['video_name']} retrieved "
+                                                f"({field}) texts of its own learner {own}")
+                    checked += 1
+        assert checked == 2 * (len(train) + len(val) + len(test))

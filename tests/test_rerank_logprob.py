@@ -163,19 +163,14 @@ def test_the_web_page_says_what_was_reranked():
         "the nearest training clips' texts (plus 0.005 x the model's log-probability)"
 
 
-def test_retrieved_only_without_the_model_is_the_consensus_retrieval_baseline():
+def test_retrieved_only_without_the_model_is_the_consensus_retrieval_baseline(bx_dir):
     """Weight 0, retrieved texts alone: the pick of evaluation.baselines.ConsensusRetrieval (an
     independent implementation: summed single-reference CIDEr-D from one precomputed matrix)."""
-    from pathlib import Path
-
     from dataloaders.records import load_records
     from dataloaders.retrieval import Retriever
     from evaluation.baselines import ConsensusRetrieval
 
-    path = Path("../shared/data/BX/BX_train.pkl")
-    if not path.is_file():
-        pytest.skip("BX data not found at ../shared/data/BX")
-    records = load_records(path)
+    records = load_records(bx_dir / "BX_train.pkl")
     train, queries = records[:120], records[120:]
     retriever, baseline = Retriever.from_records(train), ConsensusRetrieval(train)
     pools = retriever.texts(queries, 3, "self")

@@ -1,7 +1,8 @@
 """dataloaders.retrieval and its use by the captioner: neighbours against a naive search, never
 the clip itself (or its learner), consensus order against evaluation.baselines, reranking on a
-hand-made case, the encoder-side tokens, the checkpoint round trip, and the trained run's
-captions equal to caption.py's."""
+hand-made case, the encoder-side tokens, the checkpoint round trip, the trained run's
+captions equal to caption.py's (a run of seed 1 reranking sampled candidates included), and an
+export's retriever equal to the run's and to one computed again from its training clips."""
 from __future__ import annotations
 
 import json
@@ -188,14 +189,56 @@ def test_caption_py_reranks_like_training(retrieval_run, capsys):
     assert got == written
 
 
+def test_caption_py_reranks_sampled_candidates_with_the_runs_seed(tmp_path, capsys):
+    """A run of seed 1 that reranks sampled candidates: caption.py (whose own --seed is 0 by
+    default) captions every test clip as the run wrote it, because the samples are drawn from the
+    run's seed. The same model reranking with seed 0 captions some clip otherwise, so the seed
+    matters here and a caption.py that used its own seed would fail."""
+    import copy
+
+    import caption
+    import train_t5_stagcn as trainer
+    from dataloaders.records import load_records, load_standards
+    from evaluation import inference
+    from tests.test_train import tiny
+
+    trainer.main(tiny(tmp_path, "seed1", "seed=1", "train.lr=1e-2", "train.epochs=3", "eval.every=3",
+                      "model.retrieval.k=2", "eval.rerank=1", "eval.rerank_samples=4", "eval.max_new_tokens=8"))
+    run, data = tmp_path / "seed1", tmp_path / "seed1" / "data"
+    written = json.loads((run / "predictions" / "test_best.json").read_text())
+    assert caption.main(["--run", str(run), str(data / "test.pkl"), "--standard", str(data / "standard.pkl"),
+                         "--max_new_tokens", "8", "--json"]) == 0
+    got = {k: v[0] for k, v in json.loads(capsys.readouterr().out).items()}
+    assert set(got) == set(written) == {r["video_name"] for r in load_records(data / "test.pkl")}
+    for name in written:
+        assert got[name] == written[name], name
+    model, cfg, _ = inference.load_model(run=run, device="cpu")
+    assert cfg.seed == 1 and cfg.eval.rerank_samples == 4
+    seed_0 = copy.deepcopy(cfg)
+    seed_0.seed = 0
+    standards = load_standards(data / "standard.pkl")
+    other = inference.caption_records(model, seed_0, load_records(data / "test.pkl", standards=standards), standards,
+                                      rerank=cfg.eval.rerank, max_new_tokens=8)
+    assert {k: v[0] for k, v in other.items()} != written, "the seed changes no caption: the test cannot fail"
+
+
 def test_export_carries_the_retrieval_state_and_captions_alike(retrieval_run, tmp_path, capsys):
     import caption
     from models.export import export_run, load_export
 
+    from dataloaders.records import load_records
+    from dataloaders.splits import split_off
+    from evaluation import inference
+
     out = export_run(retrieval_run, tmp_path / "export")
-    model, _ = load_export(out)
-    assert model.retriever is not None and model.retriever.names == \
-        load_export(out)[0].retriever.names
+    exported_state = load_export(out)[0].retriever.state_dict()
+    # the same state as the run's checkpoint holds ...
+    trained, cfg, _ = inference.load_model(run=retrieval_run, device="cpu")
+    assert exported_state == trained.retriever.state_dict()
+    # ... and as computed again from the run's training clips (validation clips held out)
+    split = cfg.data.val_split
+    train, val = split_off(load_records(retrieval_run / "data" / "train.pkl"), split.fraction, split.group_by, split.seed)
+    assert val and exported_state == Retriever.from_records(train).state_dict()
     data = retrieval_run / "data"
     args = [str(data / "test.pkl"), "--standard", str(data / "standard.pkl"), "--max_new_tokens", "8", "--json"]
     assert caption.main(["--run", str(out), *args]) == 0
