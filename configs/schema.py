@@ -46,63 +46,63 @@ class ConfigError(ValueError):
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class SyntheticData:
-    seed: int = 0
-    mode: str = "coach"  # coach | describe
-    train_per_kind: int = 24
-    test_per_kind: int = 4
+    seed: int = 0  # fixes the generated clips (each drawn from the seed, mode, split, kind and index)
+    mode: str = "coach"  # coach: faults and coaching texts against a standard; describe: descriptions
+    train_per_kind: int = 24  # training clips of each kind of motion
+    test_per_kind: int = 4  # test clips of each kind of motion
 
 
 @dataclass
 class ValSplit:
     fraction: float = 0.15  # of the training clips held out for validation (0: no validation)
     group_by: str = "none"  # none | learner (every clip of a learner on one side)
-    seed: int = 0
+    seed: int = 0  # draws the held-out clips
 
 
 @dataclass
 class DataConfig:
-    kind: str = "synthetic"  # synthetic | pickle
+    kind: str = "synthetic"  # synthetic: generated into the run folder's data/; pickle: read from root
     root: str = ""  # folder holding the pickles (kind: pickle); relative to the repository root
-    train: str = "train.pkl"
+    train: str = "train.pkl"  # the training pickle in root
     val: str = ""  # a validation pickle in root; empty: carve one from train with val_split
     test: str = "test.pkl"  # scored once, on the checkpoint chosen on validation
     val_split: ValSplit = field(default_factory=ValSplit)
     standard: str = ""  # standards file; needed for reference: subtract (unless pretraining)
     synthetic: SyntheticData = field(default_factory=SyntheticData)
-    segment: str = "none"  # none | gt | aligned | error
-    labels: str = "all"  # all | random
-    augmented_labels: bool = False
+    segment: str = "none"  # crop clip and standard to the gt / aligned / error segment fields (none: whole)
+    labels: str = "all"  # all: one sample per (clip, text); random: one text per clip, drawn each epoch
+    augmented_labels: bool = False  # the records' paraphrases (augmented_labels) join the training targets
     mirror: float = 0.0  # share of training samples mirrored left-right each epoch (dataloaders/augment.py)
     rotate: float = 0.0  # training samples turned about the vertical axis by up to this many degrees
     speed: float = 0.0  # training samples played at a speed drawn from [1 - s, 1 + s] (resampled in time)
-    normalise: str = "root_first_frame"  # none | root_first_frame
-    on_bad: str = "strict"  # strict | skip
-    max_target_len: int = 64
-    num_workers: int = 0
+    normalise: str = "root_first_frame"  # root_first_frame: the root's first-frame position subtracted
+    on_bad: str = "strict"  # strict: a bad record or too short a clip stops the run; skip: dropped, counted
+    max_target_len: int = 64  # target texts are cut to this many tokens
+    num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
 
 
 @dataclass
 class GraphConfig:
-    layout: str = "smpl22"
-    strategy: str = "spatial"
-    max_hop: int = 1
-    dilation: int = 1
+    layout: str = "smpl22"  # the skeleton graph's joints and bones (models/graph.py)
+    strategy: str = "spatial"  # ST-GCN partition of the neighbours: uniform | distance | spatial
+    max_hop: int = 1  # joints up to this many bones apart are neighbours
+    dilation: int = 1  # hop step of the partitions (1 <= dilation <= max_hop)
 
 
 @dataclass
 class EncoderConfig:
-    channels: list[int] = field(default_factory=lambda: [64, 64, 128, 128, 256])
-    strides: list[int] = field(default_factory=lambda: [1, 1, 2, 1, 2])
-    temporal_kernel: int = 9
-    dropout: float = 0.0
-    num_attention_graphs: int = 3
+    channels: list[int] = field(default_factory=lambda: [64, 64, 128, 128, 256])  # output width of each ST-GC block
+    strides: list[int] = field(default_factory=lambda: [1, 1, 2, 1, 2])  # temporal stride of each block
+    temporal_kernel: int = 9  # frames of each temporal convolution (odd); shorter clips are refused
+    dropout: float = 0.0  # after each block's temporal convolution
+    num_attention_graphs: int = 3  # learnt, data-dependent attention graphs (0: none)
     graph: GraphConfig = field(default_factory=GraphConfig)
 
 
 @dataclass
 class ProjectionConfig:
-    policy: str = "time_pool"  # time_pool | skeleton_pool | origin
-    dropout: float = 0.1
+    policy: str = "time_pool"  # T5 tokens: one per joint (time_pool), per frame (skeleton_pool), per both (origin)
+    dropout: float = 0.1  # on the T5 tokens, after their LayerNorm
 
 
 @dataclass
@@ -123,7 +123,7 @@ class T5Section:
 @dataclass
 class TokenizerSection:
     name: str = ""  # hub name or local folder; empty: train on the training texts
-    vocab_size: int = 1000
+    vocab_size: int = 1000  # upper bound of a tokenizer trained on the training texts
     # dataset pickles (paths relative to the repository root) whose labels join the training texts
     # when the tokenizer is trained: a pretraining run's tokenizer then covers the words of the
     # data it will be finetuned on, as a hub tokenizer would
@@ -144,7 +144,7 @@ class RetrievalConfig:
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
-    reference: str = "none"  # none | subtract
+    reference: str = "none"  # subtract: the standard's features, subtracted, join the learner's (models/captioner.py)
     prompt: str = ""  # task prompt whose token embeddings precede the motion tokens (encoder side)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     # texts written by this many annotators in a fixed order (BX: labels[i] is coach i's, and
@@ -160,30 +160,30 @@ class ModelConfig:
 class ScstConfig:
     epochs: int = 0  # self-critical epochs after cross-entropy training, from best.pt (0: none)
     samples: int = 5  # captions sampled per clip; each one's baseline is the mean reward of the others
-    lr: float = 5.0e-5  # constant
+    lr: float = 5.0e-5  # the stage's learning rate (constant)
     batch_size: int = 8  # clips per step (each with `samples` captions)
-    max_new_tokens: int = 48
+    max_new_tokens: int = 48  # longest sampled caption, in tokens
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    batch_size: int = 16  # per process
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.05
-    grad_clip: float = 1.0
+    epochs: int = 20  # cross-entropy epochs
+    batch_size: int = 16  # training samples per batch, on each process
+    lr: float = 1e-3  # AdamW's peak learning rate
+    weight_decay: float = 0.01  # AdamW's, on weights (not on biases and norms)
+    warmup_ratio: float = 0.05  # share of the steps with a linear warmup; then linear decay to 0
+    grad_clip: float = 1.0  # gradient norm clip (0: none)
     label_smoothing: float = 0.0  # cross-entropy against (1 - e) one-hot + e uniform over the vocabulary
     amp: bool = True  # CUDA only: bf16 where supported, else fp16 with a GradScaler
-    drop_last: bool = False
+    drop_last: bool = False  # leave out the samples beyond the last whole round of full batches
     group_by_length: bool = True  # batches of clips of about the same length (dataloaders/sampler.py)
     early_stop: int = 0  # evaluations without a better validation score before training stops (0: never)
     init_from: str = ""  # finetune from this checkpoint (else results/<exp>/pretrain_checkpoints/)
     max_nonfinite: int = 5  # consecutive non-finite losses before the run stops
-    keep_epoch_checkpoints: int = 2
-    save_every_epochs: int = 1
+    keep_epoch_checkpoints: int = 2  # newest epoch_NNNN.pt files kept beside last.pt (at least one)
+    save_every_epochs: int = 1  # epochs between checkpoints (also at the last epoch and on a stop)
     log_every: int = 10  # steps between TensorBoard scalars
-    deterministic: bool = False
+    deterministic: bool = False  # ask torch for deterministic kernels (torch.use_deterministic_algorithms)
     limit_steps: int = 0  # stop each epoch after this many steps (0: no limit); for smoke tests
     dist_timeout_s: int = 900  # how long a collective waits for a silent peer before the run fails
     freeze: list[str] = field(default_factory=list)  # parts without gradient (training/freeze.py)
@@ -194,9 +194,9 @@ class TrainConfig:
 class EvalConfig:
     every: int = 1  # epochs between evaluations (always at the end too)
     at_start: bool = False  # also evaluate the untrained model (epoch 0), for a baseline
-    batch_size: int = 32
-    num_beams: int = 1
-    max_new_tokens: int = 48
+    batch_size: int = 32  # clips per evaluation batch (sorted by length)
+    num_beams: int = 1  # beam width of evaluation captions (1: greedy)
+    max_new_tokens: int = 48  # longest caption, in tokens
     metric: str = "CIDEr"  # which validation metric picks `best.pt`
     rerank: int = 0  # beam candidates reranked by CIDEr-D against the retrieved clips' texts (0: off)
     rerank_k: int = 3  # training clips whose texts the candidates are reranked against
@@ -207,16 +207,16 @@ class EvalConfig:
     annotators: list[int] = field(default_factory=list)  # whose captions are written (model.annotators); empty: all
     log_test: bool = False  # also score the test split at each evaluation (logged, never used to choose)
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
-    num_logged_samples: int = 4
+    num_logged_samples: int = 4  # captions beside a reference in train.log and TensorBoard at each evaluation
     num_logged_pictures: int = 2  # clips whose node/cross-attention maps go to TensorBoard (0: none)
 
 
 @dataclass
 class Config:
     experiment: str = ""  # results/<experiment>/; empty: the config file's stem
-    results_dir: str = "results"
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda
+    results_dir: str = "results"  # the folder of run folders, relative to the repository root
+    seed: int = 0  # the weights, batch order, augmentations and sampled candidates
+    device: str = "auto"  # auto: cuda when available, else cpu
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,6 +1,6 @@
 """Read and validate dataset pickles (the released BX / FS / HumanML3D format and synthetic data).
 
-A dataset file is a pickle of a list of dicts (see DESIGN.md, Data). :func:`load_records` reads it
+A dataset file is a pickle of a list of dicts (see docs/design.md, "Data format"). :func:`load_records` reads it
 with the restricted unpickler, validates every record and returns them normalised:
 
 * ``video_name``: ``str`` (unique in the file)

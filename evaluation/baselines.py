@@ -1,4 +1,4 @@
-"""Retrieval baselines that every quality figure is reported beside (DESIGN.md, "Quality protocol").
+"""Retrieval baselines that every quality figure is reported beside (docs/design.md, "Quality protocol").
 
     python -m evaluation.baselines --train T.pkl --test S.pkl [--val V.pkl] [--out F.json] [--no-java]
 

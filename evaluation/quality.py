@@ -1,4 +1,4 @@
-"""Caption quality measures that n-gram scores hide (DESIGN.md, "Quality protocol").
+"""Caption quality measures that n-gram scores hide (docs/design.md, "Quality protocol").
 
 On small coaching data a retrieval baseline that copies a training text can score well on BLEU
 and CIDEr, so every quality figure is reported with these companions:

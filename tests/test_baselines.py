@@ -22,7 +22,7 @@ from evaluation.baselines import (BASELINE_NAMES, BaselineInputError, bone_lengt
 from core.ptb_tokenizer import coco_tokenize_python
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# SMPL-22 parents as DESIGN.md lists them (written out here, not imported, to stay independent).
+# SMPL-22 parents as docs/design.md lists them (written out here, not imported, to stay independent).
 PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19]
 
 
