@@ -67,14 +67,14 @@ def kill_half_way_through_writes(name: str, n: int) -> None:
 
 
 def plan(point: str) -> None:
-    import train_t5_stagcn as trainer
-    from training import run
+    from training import evaluate, run
+    from training.trainer import Trainer
 
     kind, *rest = point.split(":")
     if kind == "step":
-        trainer.Trainer.train_step = after_calls(int(rest[0]), trainer.Trainer.train_step)
+        Trainer.train_step = after_calls(int(rest[0]), Trainer.train_step)
     elif kind == "eval":
-        trainer.generate_captions = after_calls(int(rest[0]), trainer.generate_captions, before=True)
+        evaluate.generate_captions = after_calls(int(rest[0]), evaluate.generate_captions, before=True)
     elif kind == "metrics":
         run.append_metrics = after_calls(int(rest[0]), run.append_metrics)
     elif kind == "write":

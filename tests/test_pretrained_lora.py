@@ -36,6 +36,7 @@ import torch
 
 import caption
 import train_t5_stagcn as trainer
+from training import evaluate as in_training
 from dataloaders import synthetic
 from dataloaders.collate import Collator
 from dataloaders.dataset import MotionTextDataset
@@ -76,7 +77,7 @@ def run_probed(argv: list[str], batch: dict) -> dict[str, Any]:
     ``finetuned``, ``evaluated`` (last evaluation's model) and ``first_step`` (the state dict)."""
     shots: dict[str, Any] = {}
     orig = {"save": trainer.Trainer.save, "load": trainer.Trainer.load_state_dict, "step": trainer.Trainer.train_step,
-            "best": trainer.keep_best, "finetune": trainer.load_finetune_weights, "eval": trainer.evaluate_split}
+            "best": trainer.keep_best, "finetune": trainer.load_finetune_weights, "eval": in_training.evaluate_split}
 
     def save(self, *a, **kw):
         orig["save"](self, *a, **kw)
@@ -110,7 +111,7 @@ def run_probed(argv: list[str], batch: dict) -> dict[str, Any]:
         mp.setattr(trainer.Trainer, "train_step", train_step)
         mp.setattr(trainer, "keep_best", keep_best)
         mp.setattr(trainer, "load_finetune_weights", load_finetune_weights)
-        mp.setattr(trainer, "evaluate_split", evaluate_split)
+        mp.setattr(in_training, "evaluate_split", evaluate_split)
         trainer.main(argv)
     return shots
 

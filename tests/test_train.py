@@ -174,6 +174,7 @@ class InfiniteGradient(torch.autograd.Function):
 def test_fp16_gradient_overflow_is_left_to_the_scaler(tmp_path, monkeypatch):
     """Gradients that overflow under a GradScaler (normal early in an fp16 run) make the scaler skip
     those steps and halve its scale; they are not non-finite losses and must not stop the run."""
+    import training.trainer
     from models.captioner import Captioner
 
     scalers, calls, original = [], [], Captioner.forward
@@ -187,7 +188,7 @@ def test_fp16_gradient_overflow_is_left_to_the_scaler(tmp_path, monkeypatch):
         loss = original(self, *a, **kw)
         return InfiniteGradient.apply(loss) if len(calls) <= 3 else loss
 
-    monkeypatch.setattr(trainer, "amp_settings", amp_with_a_scaler)
+    monkeypatch.setattr(training.trainer, "amp_settings", amp_with_a_scaler)
     monkeypatch.setattr(Captioner, "forward", forward)
     trainer.main(tiny(tmp_path, "fp16", "train.max_nonfinite=2", "train.epochs=1"))
     state = load_checkpoint(tmp_path / "fp16" / "checkpoints" / "last.pt")["state"]

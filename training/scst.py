@@ -15,12 +15,24 @@ with ``log p`` summed over the sampled tokens through the first end-of-sequence 
 """
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["EOS_WORD", "reward_corpus", "rewards", "leave_one_out_advantages", "sample_batch"]
+from configs import schema
+from core.io import load_checkpoint
+from dataloaders.build import Data
+from dataloaders.sampler import length_grouped_batches
+from training import distributed
+from training.trainer import Trainer
+
+__all__ = ["EOS_WORD", "reward_corpus", "rewards", "leave_one_out_advantages", "sample_batch", "begin_scst",
+           "scst_batches"]
+
+log = logging.getLogger("motion2text")
 
 EOS_WORD = "endofcaption"
 
@@ -77,3 +89,27 @@ def sample_batch(model: Any, batch: dict, samples: int, max_new_tokens: int, df:
     batch["advantages"] = torch.tensor(leave_one_out_advantages(reward).ravel(), dtype=torch.float32,
                                        device=ids.device)
     return reward
+
+
+def begin_scst(trainer: Trainer, run_dir: Path, data: Data) -> None:
+    """Enter the self-critical stage: from best.pt (the cross-entropy model validation chose) when
+    there is one, with a fresh optimizer at ``train.scst.lr``."""
+    p = trainer.progress
+    best = run_dir / "checkpoints" / "best.pt"
+    if data.val is not None and best.is_file():
+        trainer.model.load_state_dict(load_checkpoint(best)["model"])
+        log.info("self-critical stage starts from best.pt (validation %s %.4f at epoch %d)",
+                 trainer.cfg.eval.metric, p.best_score, p.best_epoch)
+    trainer.use_scst_optimizer()
+    p.stage, p.scst_start, p.batch_in_epoch = "scst", p.epoch, 0
+    s = trainer.cfg.train.scst
+    log.info("self-critical stage: %d epochs, %d samples per clip, lr %g, reward CIDEr-D", s.epochs, s.samples, s.lr)
+
+
+def scst_batches(data: Data, cfg: schema.Config, dist: distributed.Dist, epoch: int) -> list[list[int]]:
+    """This rank's self-critical batches of one epoch: every training clip once (its first sample)."""
+    clips = data.train.clip_sample_indices()
+    lengths = data.train.sample_lengths()
+    local = length_grouped_batches([lengths[i] for i in clips], cfg.train.scst.batch_size, world=dist.world,
+                                   rank=dist.rank, seed=cfg.seed, epoch=epoch)
+    return [[clips[j] for j in batch] for batch in local]
