@@ -63,35 +63,35 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", action="store_true", help='print {"video_name": [texts]} as JSON')
     p.add_argument("--pictures", metavar="DIR",
                    help="also write skeleton, node-attention and cross-attention pictures per clip "
-                        "(greedy or --num_beams captions; see python -m evaluation.pictures --help)")
+                        "(greedy or --num_beams captions; see python -m inference.pictures --help)")
     return p.parse_args(argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, list[str]]:
     """Read the inputs, caption them, print the captions, then (--pictures) draw them."""
-    from evaluation import inference as inf
+    from inference import decode, inputs
 
-    gen = inf.generation_kwargs(args.num_beams, args.sample, args.temperature, args.top_p,
+    gen = decode.generation_kwargs(args.num_beams, args.sample, args.temperature, args.top_p,
                                 args.num_return_sequences, args.max_new_tokens)
     if args.motion_type and not args.standard:
-        raise inf.UsageError("--motion_type picks a standard of --standard FILE; give --standard too")
+        raise inputs.UsageError("--motion_type picks a standard of --standard FILE; give --standard too")
     if args.batch_size < 1:
-        raise inf.UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
-    model, cfg, ckpt_path = inf.load_model(args.run, args.ckpt, args.device)
-    frame = (lambda: inf.data_frame(cfg, ckpt_path)) if args.hybrik_frame == "auto" else args.hybrik_frame
-    records = inf.records_from_inputs(args.inputs, args.video_name, hybrik_frame=frame)
+        raise inputs.UsageError(f"--batch_size must be >= 1, got {args.batch_size}")
+    model, cfg, ckpt_path = decode.load_model(args.run, args.ckpt, args.device)
+    frame = (lambda: inputs.data_frame(cfg, ckpt_path)) if args.hybrik_frame == "auto" else args.hybrik_frame
+    records = inputs.records_from_inputs(args.inputs, args.video_name, hybrik_frame=frame)
     standards = read_standards_for(model, args, frame)
     if standards:
-        records = inf.pair_with_standards(records, standards,
-                                           inf.standard_for_every_clip(args.standard, args.motion_type))
-    captions = inf.caption_records(model, cfg, records, standards, batch_size=args.batch_size,
+        records = inputs.pair_with_standards(records, standards,
+                                           inputs.standard_for_every_clip(args.standard, args.motion_type))
+    captions = decode.caption_records(model, cfg, records, standards, batch_size=args.batch_size,
                                    segment=args.segment, seed=args.seed,
                                    progress=len(records) > args.batch_size,
                                    source=", ".join(map(str, args.inputs)),
                                    rerank=cfg.eval.rerank if args.rerank is None else args.rerank, **gen)
     print_captions(captions, args.json)
     if args.pictures:
-        from evaluation import pictures
+        from inference import pictures
         pictures.pictures_for_records(model, cfg, records, standards, args.pictures,
                                       segment=args.segment, num_beams=args.num_beams,
                                       max_new_tokens=args.max_new_tokens)
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict[str, list[str]]:
 
 def read_standards_for(model, args: argparse.Namespace, hybrik_frame="project"):
     """The standards the model's reference branch will use, with a note when there are none."""
-    from evaluation import inference as inf
+    from inference import inputs
 
     if model.reference != "subtract":
         if args.standard:
@@ -110,7 +110,7 @@ def read_standards_for(model, args: argparse.Namespace, hybrik_frame="project"):
         print("note: no --standard given: the first frame of each clip repeated stands in for the "
               "standard (as in pretraining)", file=sys.stderr)
         return None
-    return inf.read_standards(args.standard, args.motion_type, hybrik_frame)
+    return inputs.read_standards(args.standard, args.motion_type, hybrik_frame)
 
 
 def print_captions(captions: dict[str, list[str]], as_json: bool) -> None:
@@ -125,7 +125,7 @@ def print_captions(captions: dict[str, list[str]], as_json: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from dataloaders.records import DataError
     from dataloaders.safe_pickle import UnsafePickleError
-    from evaluation.inference import UsageError
+    from inference.inputs import UsageError
     from core.io import CheckpointError
 
     args = parse_args(argv)

@@ -80,13 +80,13 @@ def _references_markdown(result: Any, split_metrics: dict[str, float]) -> str:
 
 
 def build_page(backend: Any):
-    """The Gradio page over a :class:`evaluation.demo_backend.DemoRun`."""
+    """The Gradio page over a :class:`inference.page.DemoRun`."""
     import gradio as gr
 
     from dataloaders.records import DataError
     from dataloaders.safe_pickle import UnsafePickleError
-    from evaluation import demo_backend as db
-    from evaluation.inference import UsageError
+    from inference import page as db
+    from inference.inputs import UsageError
 
     expected = (DataError, UnsafePickleError, UsageError, FileNotFoundError, ValueError)
     no_pictures = (None, None, None, None)
@@ -220,8 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from dataloaders.records import DataError
     from dataloaders.safe_pickle import UnsafePickleError
-    from evaluation.demo_backend import DemoRun, message_of
-    from evaluation.inference import UsageError
+    from inference.page import DemoRun, message_of
+    from inference.inputs import UsageError
     from core.io import CheckpointError
 
     try:

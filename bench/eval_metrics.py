@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from evaluation import metrics
-from evaluation.caption_templates import synthetic_case
+from tests.caption_templates import synthetic_case
 from evaluation.metrics import MetricSkippedWarning, close_meteor, java_available, score_captions
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -36,7 +36,7 @@ FREEZE_PARTS = ("encoder", "projection", "t5_encoder", "t5_decoder", "embeddings
 
 DATA_KINDS = ("synthetic", "pickle")  # generated into the run folder, or read from data.root
 DEVICES = ("auto", "cpu", "cuda")
-RERANK_CANDIDATES = ("generated", "both", "retrieved")  # eval.rerank_candidates (evaluation.inference.reranked_captions)
+RERANK_CANDIDATES = ("generated", "both", "retrieved")  # eval.rerank_candidates (inference.decode.reranked_captions)
 
 
 class ConfigError(ValueError):

@@ -6,18 +6,14 @@ pickled payload that would run code is refused. Writes go to a temporary file in
 that is flushed, fsynced and renamed over the target, so a crash or a full disk leaves either the
 old file or the new one, never a truncated one.
 """
-
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Any, Callable
 
 import torch
-
-log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".tmp-"
 

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from configs.schema import LABEL_MODES, NORMALISATIONS, ON_BAD, SEGMENT_CHOICES, SEGMENTS
+from configs.schema import LABEL_MODES, NORMALISATIONS, ON_BAD, SEGMENT_CHOICES
 
 from .features import compute_features, resample_time
 from .records import DataError, segment_key, segment_span

@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from core.motion_stats import feature_matrix, joints_of, motion_features
+from core.motion_stats import feature_matrix, motion_features
 from dataloaders.skeleton import SMPL22_PARENTS
 from evaluation.metrics import (CaptionInputError, JavaNotFoundError, MetricSkippedWarning, java_available,
                                 resolve_use_java, score_captions)

@@ -27,9 +27,8 @@ from typing import Callable, Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from core.cider import (CIDER_N, CIDER_SCALE, CIDER_SIGMA, DocumentFrequency, check_references, cider_d_matrix,
-                        cider_from_counts, coco_tokenize, document_frequency, document_frequency_from_counts,
-                        ngram_counts, normalize_text, split_like)
+from core.cider import (DocumentFrequency, check_references, cider_d_matrix, cider_from_counts, coco_tokenize,
+                        document_frequency, document_frequency_from_counts, ngram_counts, normalize_text, split_like)
 
 __all__ = [
     "normalize_text", "novelty", "distinct", "coco_tokenize", "ngram_counts", "DocumentFrequency",

@@ -1,57 +1,28 @@
-"""Caption motion files with a trained run: read inputs, build features as training does, generate.
+"""Running a trained model: load a run or an export, and decode captions, through one function.
 
-The caption command (``caption.py``) and the pictures (``evaluation.pictures``) share these, so a
-clip is read, paired with its standard and turned into features in one place:
-
-* :func:`read_motion`: a ``.npy`` of ``[T, 22, 3]`` or ``[T, 66]`` (a HumanML3D ``new_joints``
-  file is ``[T, 22, 3]``) -> float32 ``[T, 22, 3]``, with errors that name the file.
-* :func:`records_from_inputs`: ``.npy`` files, dataset pickles and HybrIK results (``res.pk``,
-  or any pickle holding a dict: :mod:`dataloaders.hybrik`), all read with the restricted
-  unpickler of :mod:`dataloaders.records` -> validated records, optionally only some
-  ``video_name`` s.
-* :func:`run_data_files` / :func:`data_frame`: a run's test and standard pickles, and the axes
-  and units (:data:`dataloaders.hybrik.FRAMES`) its clips are in, so that a HybrIK result is
-  converted to what the model was trained on.
-* :func:`read_standards` / :func:`pair_with_standards`: the standard of each clip, for a model
-  with the reference branch (``model.reference == "subtract"``).
-* :func:`caption_records`: records -> ``{video_name: [texts]}`` through
-  :class:`dataloaders.dataset.MotionTextDataset` (``train=False``, the run's ``data.normalise``
-  and segment) and :class:`dataloaders.collate.Collator`, i.e. exactly the features the model
-  saw in training and evaluation. A clip shorter than the encoder's temporal kernel is refused,
-  as training refuses it.
-
-Problems with the inputs are :class:`dataloaders.records.DataError` (file, record, what was
-expected, what was found); option conflicts are :class:`UsageError`.
+:func:`decode_batch` is the only place a batch is captioned: training's evaluation
+(:mod:`training.evaluate`), ``caption.py``, the web page (:mod:`inference.page`) and the pictures
+call it, so a run's test captions, ``caption.py``'s and the page's agree. With ``eval.rerank`` it
+keeps, of that many beam candidates (and ``eval.rerank_samples`` sampled ones, drawn from each
+clip's own seed), the one with the highest CIDEr-D against the clip's retrieved training texts.
+:func:`caption_records` captions records read by :mod:`inference.inputs`.
 """
 from __future__ import annotations
 
 import logging
+import zlib
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from dataloaders import hybrik
-from dataloaders.records import DataError, DataFileNotFound, read_pickle, segment_span, \
-    validate_records
-from dataloaders.skeleton import NUM_JOINTS
+from dataloaders import retrieval
+from inference.inputs import UsageError, build_dataset, collator_for, iter_batches
 
-__all__ = ["UsageError", "MOTION_SUFFIXES", "DATASET_SUFFIXES", "load_model", "read_motion",
-           "records_from_inputs", "run_data_files", "data_frame", "read_standards", "standard_for_every_clip", "pair_with_standards", "choose_segment",
-           "build_dataset", "iter_batches", "generation_kwargs", "caption_records", "uses_standards", "annotators_to_write", "for_annotator",
-           "reranked_captions"]
+__all__ = ["load_model", "clip_seed", "decode_batch", "reranked_captions", "generation_kwargs", "caption_records"]
 
 log = logging.getLogger("motion2text.inference")
-
-MOTION_SUFFIXES = (".npy",)
-DATASET_SUFFIXES = (".pkl", ".pickle")  # a dataset, or a HybrIK result when the pickle holds a dict
-HYBRIK_SUFFIXES = (".pk",)  # HybrIK's demos write res.pk
-MOTION_EXPECTED = f"a numeric array [T, {NUM_JOINTS}, 3] or [T, {NUM_JOINTS * 3}] with T >= 2 and finite values"
-
-
-class UsageError(ValueError):
-    """Options that do not fit together (e.g. several return sequences from greedy decoding)."""
 
 
 # ============================================================================ the model ======
@@ -75,281 +46,9 @@ def load_model(run: str | Path | None = None, ckpt: str | Path | None = None,
     return model.to(target).eval(), cfg, path
 
 
-# ============================================================================ reading ========
-def read_motion(path: str | Path) -> np.ndarray:
-    """A motion ``.npy`` -> float32 ``[T, 22, 3]``; a :class:`DataError` naming the file otherwise."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFileNotFound(f"{path}: motion file not found")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"{path}: not a readable .npy motion file (expected {MOTION_EXPECTED}; "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
-        raise DataError(f"{path}: expected {MOTION_EXPECTED}, found {type(array).__name__} "
-                        f"of dtype {getattr(array, 'dtype', '?')}")
-    if array.ndim == 2 and array.shape[1] == NUM_JOINTS * 3:
-        array = array.reshape(array.shape[0], NUM_JOINTS, 3)  # (T, 66) -> (T, V, 3)
-    if not (array.ndim == 3 and array.shape[1:] == (NUM_JOINTS, 3)):
-        raise DataError(f"{path}: expected {MOTION_EXPECTED}, found shape {tuple(array.shape)}")
-    if array.shape[0] < 2:
-        raise DataError(f"{path}: expected {MOTION_EXPECTED}, found {array.shape[0]} frame(s)")
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(array).all():
-        frame, joint, _ = np.argwhere(~np.isfinite(array))[0]
-        raise DataError(f"{path}: expected {MOTION_EXPECTED}, found a non-finite value at frame "
-                        f"{frame}, joint {joint}")
-    return array
-
-
-def _unique_name(path: Path, taken: set[str]) -> str:
-    """The file's stem, or its path when another input already has that stem."""
-    return path.stem if path.stem not in taken else str(path)
-
-
-def _records_of_pickle(path: Path, video_names: Sequence[str] | None, taken: set[str],
-                       hybrik_frame: str | Callable[[], str]) -> list[dict]:
-    """A dataset pickle's records (only ``video_names`` when given), or a HybrIK result's clip."""
-    raw = read_pickle(path)
-    if hybrik.is_hybrik_result(raw) or path.suffix.lower() in HYBRIK_SUFFIXES:
-        frame = hybrik_frame() if callable(hybrik_frame) else hybrik_frame
-        name = hybrik.clip_name(path)
-        return [hybrik.record_of_result(raw, path, frame, video_name=name if name not in taken else str(path))]
-    records = validate_records(raw, str(path), need_labels=False)
-    if not video_names:
-        return records
-    wanted = set(video_names)
-    return [rec for rec in records if rec["video_name"] in wanted]
-
-
-def records_from_inputs(paths: Sequence[str | Path], video_names: Sequence[str] | None = None,
-                        hybrik_frame: str | Callable[[], str] = "project") -> list[dict]:
-    """Validated records (``need_labels=False``) of motion ``.npy`` files, dataset pickles and
-    HybrIK results.
-
-    A ``.npy`` becomes one record named after the file's stem (``labels`` empty). A pickle gives
-    all its records, or with ``video_names`` only those; a name found in no pickle is an error.
-    A HybrIK result (a ``.pk``, or a pickle holding a dict) becomes one record named after its
-    folder (:func:`dataloaders.hybrik.clip_name`), converted to ``hybrik_frame`` (a name of
-    :data:`dataloaders.hybrik.FRAMES`, or a function called once when a HybrIK input is met).
-    """
-    if not paths:
-        raise UsageError("no input files given")
-    records: list[dict] = []
-    taken: set[str] = set()
-    for raw in paths:
-        path = Path(raw)
-        suffix = path.suffix.lower()
-        if suffix in MOTION_SUFFIXES:
-            name = _unique_name(path, taken)
-            found = validate_records([{"video_name": name, "coordinates": read_motion(path), "labels": []}],
-                                     str(path), need_labels=False)
-        elif suffix in DATASET_SUFFIXES + HYBRIK_SUFFIXES:
-            found = _records_of_pickle(path, video_names, taken, hybrik_frame)
-        else:
-            raise DataError(f"{path}: unsupported input; expected a motion .npy ([T, 22, 3] or "
-                            f"[T, 66]), a dataset pickle (.pkl) or a HybrIK result (res.pk)")
-        for rec in found:
-            if rec["video_name"] in taken:
-                raise DataError(f"{path}: video_name {rec['video_name']!r} was already read from "
-                                f"another input; video names must be unique")
-            taken.add(rec["video_name"])
-        records.extend(found)
-    if video_names:
-        pickles = [str(p) for p in paths if Path(p).suffix.lower() in DATASET_SUFFIXES]
-        missing = [v for v in video_names if v not in taken]
-        if not pickles:
-            raise UsageError("--video_name selects clips of a dataset pickle, but no .pkl input was given")
-        if missing:
-            raise DataError(f"{', '.join(pickles)}: no clip with video_name {', '.join(map(repr, missing))}")
-    return records
-
-
-# ============================================================================ a run's data ===
-def run_data_files(cfg: Any, ckpt_path: str | Path | None = None) -> tuple[Path | None, Path | None]:
-    """(test pickle, standard pickle) of the run a checkpoint belongs to, each None when absent.
-
-    Synthetic runs keep their data in ``<run>/data/`` (the run folder is the checkpoint's
-    ``checkpoints/`` folder's parent, or ``ckpt_path`` itself when it is a folder); pickle runs
-    name theirs in ``data.root``.
-    """
-    from dataloaders.build import data_files
-
-    if cfg.data.kind == "synthetic" and ckpt_path is None:
-        return None, None
-    path = Path(ckpt_path).resolve() if ckpt_path is not None else Path(".")
-    run_dir = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    _, _, test, standard = data_files(cfg, run_dir, main=False, barrier=lambda: None)
-    return (test if test.is_file() else None), (standard if standard and standard.is_file() else None)
-
-
-def data_frame(cfg: Any, ckpt_path: str | Path | None = None) -> str:
-    """The axes and units (:data:`dataloaders.hybrik.FRAMES`) of the clips a run was trained on:
-    synthetic data are in the project's frame; a pickle run's standards (else its test clips) are
-    looked at (BX and FS are in HybrIK's). ``"project"``, with a note, when none can be read."""
-    if cfg.data.kind == "synthetic":
-        return "project"
-    test, standard = run_data_files(cfg, ckpt_path)
-    for path in (standard, test):
-        if path is not None:
-            first = validate_records(read_pickle(path), str(path), need_labels=False)[0]
-            return hybrik.frame_of(first["coordinates"])
-    log.warning("the run's data (data.root %r) cannot be found: HybrIK results are converted to the "
-                "project's frame (metres, y up); give --hybrik_frame if the run was trained on "
-                "HybrIK's (as BX and FS are)", cfg.data.root)
-    return "project"
-
-
-# ============================================================================ standards ======
-def read_standards(path: str | Path, motion_type: str | None = None,
-                   hybrik_frame: str | Callable[[], str] = "project") -> dict[str, np.ndarray]:
-    """``{name: [T, 22, 3]}`` from a standard pickle (only ``motion_type`` when given), a ``.npy``
-    or a HybrIK result (converted to ``hybrik_frame``, as in :func:`records_from_inputs`).
-
-    A ``.npy`` or HybrIK standard is named ``motion_type`` when given, else after its file.
-    """
-    path = Path(path)
-    if path.suffix.lower() in MOTION_SUFFIXES:
-        return {motion_type or path.stem: read_motion(path)}
-    if path.suffix.lower() not in DATASET_SUFFIXES + HYBRIK_SUFFIXES:
-        raise DataError(f"{path}: unsupported standard; expected a standard pickle (.pkl), a "
-                        f"motion .npy ([T, 22, 3] or [T, 66]) or a HybrIK result (res.pk)")
-    raw = read_pickle(path)
-    if hybrik.is_hybrik_result(raw) or path.suffix.lower() in HYBRIK_SUFFIXES:
-        frame = hybrik_frame() if callable(hybrik_frame) else hybrik_frame
-        return {motion_type or hybrik.clip_name(path): hybrik.record_of_result(raw, path, frame)["coordinates"]}
-    standards = {rec["video_name"]: rec["coordinates"]
-                 for rec in validate_records(raw, str(path), need_labels=False)}
-    if motion_type is None:
-        return standards
-    if motion_type not in standards:
-        raise DataError(f"{path}: no standard named {motion_type!r} (--motion_type); the file "
-                        f"holds {', '.join(sorted(standards))}")
-    return {motion_type: standards[motion_type]}
-
-
-def standard_for_every_clip(path: str | Path, motion_type: str | None) -> str | None:
-    """The standard that serves every clip: ``motion_type`` when given, a ``.npy``'s or a HybrIK
-    ``.pk``'s own name, else None (each clip's ``motion_type`` picks its standard of the pickle)."""
-    if motion_type is not None:
-        return motion_type
-    suffix = Path(path).suffix.lower()
-    if suffix in MOTION_SUFFIXES:
-        return Path(path).stem
-    return hybrik.clip_name(path) if suffix in HYBRIK_SUFFIXES else None
-
-
-def pair_with_standards(records: Sequence[dict], standards: Mapping[str, np.ndarray],
-                        every_clip: str | None = None) -> list[dict]:
-    """Copies of ``records`` whose ``motion_type`` names their standard in ``standards``.
-
-    ``every_clip`` (see :func:`standard_for_every_clip`) gives every clip that standard; otherwise
-    each clip's own ``motion_type`` picks its standard, and a clip without a match is an error.
-    """
-    if every_clip is not None:
-        if every_clip not in standards:
-            raise UsageError(f"no standard named {every_clip!r}; have {', '.join(sorted(standards))}")
-        return [{**rec, "motion_type": every_clip} for rec in records]
-    paired = []
-    for rec in records:
-        if rec.get("motion_type") not in standards:
-            raise DataError(f"clip {rec['video_name']!r}: motion_type {rec.get('motion_type')!r} "
-                            f"has no standard in the --standard file (it holds "
-                            f"{', '.join(sorted(standards))}); pick one with --motion_type")
-        paired.append(dict(rec))
-    return paired
-
-
-def uses_standards(model: Any, standards: Mapping[str, np.ndarray] | None) -> bool:
-    """Whether the model's reference branch gets real standards (else the first-frame stand-in)."""
-    return model.reference == "subtract" and bool(standards)
-
-
-# ============================================================================ features =======
-def _has_segment(rec: Mapping[str, Any], segment: str,
-                 standards: Mapping[str, np.ndarray] | None) -> bool:
-    """Whether the record's fields give the learner's segment and, with standards, the standard's."""
-    sides = [segment_span(rec, segment, len(rec["coordinates"]), standard=False)]
-    if standards is not None:
-        std = standards.get(rec.get("motion_type"))
-        sides.append((None, None) if std is None else segment_span(rec, segment, len(std), standard=True))
-    return all(None not in side for side in sides)
-
-
-def choose_segment(requested: str, cfg: Any, records: Sequence[Mapping[str, Any]],
-                   standards: Mapping[str, np.ndarray] | None) -> str:
-    """The segment to crop: ``auto`` is the run's ``data.segment`` when every clip has its fields
-    (and, with ``standards``, its standard's), else the whole clip (``none``, with a note); an
-    explicit choice is used as given."""
-    if requested != "auto":
-        return requested
-    segment = cfg.data.segment
-    if segment == "none":
-        return "none"
-    complete = all(_has_segment(r, segment, standards) for r in records)
-    if not complete:
-        log.warning("the run was trained on the %r segment, but not every input has %s_* fields: "
-                    "captioning whole clips (segment none)", segment, segment)
-        return "none"
-    return segment
-
-
-def build_dataset(model: Any, cfg: Any, records: Sequence[dict],
-                  standards: Mapping[str, np.ndarray] | None, segment: str = "auto",
-                  source: str = "<inputs>") -> Any:
-    """The evaluation dataset of these records, built as training builds its test set: a clip
-    shorter than the encoder's temporal kernel is a :class:`DataError` naming ``source``, the
-    clip and its length."""
-    from dataloaders.dataset import MotionTextDataset
-
-    with_std = uses_standards(model, standards)
-    segment = choose_segment(segment, cfg, records, standards if with_std else None)
-    dataset = MotionTextDataset(records, standards if with_std else None, segment=segment,
-                                normalise=cfg.data.normalise, reference=with_std, train=False,
-                                seed=cfg.seed, source=source,
-                                min_frames=cfg.model.encoder.temporal_kernel, on_bad="strict")
-    retriever = getattr(model, "retriever", None)
-    if retriever is not None:  # the run's retrieval, over its training clips (stored in the checkpoint)
-        from dataloaders.build import retrieval_fields
-
-        fields = retrieval_fields(cfg, retriever, records)
-        if "pool" not in fields:  # caption.py --rerank on a run that did not rerank in training
-            names = [str(rec["video_name"]) for rec in records]
-            fields["pool"] = dict(zip(names, retriever.texts(records, cfg.eval.rerank_k, cfg.model.retrieval.exclude)))
-        for name, texts in fields.items():
-            dataset.set_retrieved(texts, name)
-    return dataset
-
-
-def collator_for(model: Any, cfg: Any) -> Any:
-    """The collate function of inference: no labels; the retrieved texts' tokens when the
-    model reads them."""
-    from dataloaders.collate import Collator
-
-    r = cfg.model.retrieval
-    if getattr(model, "retriever", None) is None or not r.k:
-        return Collator(tokenizer=None)
-    return Collator(model.tokenizer, max_target_len=cfg.data.max_target_len, retrieved_texts=r.texts,
-                    retrieved_max_tokens=r.max_tokens, annotators=cfg.model.annotators)
-
-
-def iter_batches(dataset: Any, batch_size: int, device: torch.device | str = "cpu", collate: Any = None
-                 ) -> Iterator[dict[str, Any]]:
-    """Collated batches in dataset order, tensors on ``device`` (by default without labels)."""
-    from dataloaders.collate import Collator
-
-    collate = collate or Collator(tokenizer=None)
-    for start in range(0, len(dataset), batch_size):
-        batch = collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-        yield {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 # ============================================================================ generation =====
 def clip_seed(seed: int, name: str) -> int:
     """A clip's own random seed, from the run's seed and the clip's name (not its batch or rank)."""
-    import zlib
-
     return zlib.crc32(f"{int(seed)}:{name}".encode("utf-8"))
 
 
@@ -366,68 +65,63 @@ def clip_slice(batch: Mapping[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
-def annotators_to_write(model: Any, cfg: Any) -> list[int | None]:
-    """Whose captions to write: ``eval.annotators`` (all of them when empty) for a model that tells
-    annotators apart (``model.annotators``), else ``[None]`` (the model's one voice)."""
-    if getattr(model, "annotator", None) is None:
-        return [None]
-    return list(cfg.eval.annotators) or list(range(model.annotator.num_embeddings))
+def decode_batch(model: Any, batch: Mapping[str, Any], cfg: Any, *, rerank: int | None = None,
+                 **generate: Any) -> list[list[str]]:
+    """The captions of one collated batch, one list per clip, decoded as the run decodes.
 
-
-def for_annotator(batch: Mapping[str, Any], annotator: int | None) -> dict[str, Any]:
-    """The batch to caption as ``annotator`` writes: ``annotators`` (N,) all ``annotator`` and, when
-    the batch carries each annotator's retrieved texts (``annotator_inputs``), that annotator's as
-    ``retrieved_ids`` / ``retrieved_mask``. ``None``: the batch as it is (a model without annotators)."""
-    if annotator is None:
-        return dict(batch)
-    device = batch["x"].device
-    out = {k: v for k, v in batch.items() if k != "annotator_inputs"}
-    out["annotators"] = torch.full((len(batch["video_names"]),), int(annotator), dtype=torch.long, device=device)
-    if batch.get("annotator_inputs"):
-        out.update({k: v.to(device) for k, v in batch["annotator_inputs"][annotator].items()})
-    return out
+    ``rerank`` (default: the run's ``eval.rerank``): with a value above 0, one caption per clip,
+    chosen by :func:`reranked_captions` with the run's ``eval.rerank_*`` keys and seed; otherwise
+    ``model.generate(batch, **generate)``'s ``num_return_sequences`` texts per clip. ``generate``
+    defaults to the run's ``eval.num_beams`` and ``eval.max_new_tokens``; reranking reads only
+    ``num_beams`` and ``max_new_tokens`` of it.
+    """
+    rerank = cfg.eval.rerank if rerank is None else rerank
+    generate = {"num_beams": cfg.eval.num_beams, "max_new_tokens": cfg.eval.max_new_tokens, **generate}
+    if rerank:
+        if getattr(model, "retriever", None) is None:
+            raise UsageError("--rerank needs a run trained with retrieval (model.retrieval.k or eval.rerank)")
+        best = reranked_captions(model, batch, candidates=rerank, samples=cfg.eval.rerank_samples,
+                                 temperature=cfg.eval.rerank_temperature, num_beams=int(generate["num_beams"]),
+                                 max_new_tokens=int(generate["max_new_tokens"]), seed=cfg.seed,
+                                 source=cfg.eval.rerank_candidates, logprob_weight=cfg.eval.rerank_logprob)
+        return [[text] for text in best]
+    per_clip = int(generate.get("num_return_sequences", 1))
+    texts = model.generate(dict(batch), **generate)  # (N * per_clip,) texts, each clip's together
+    return [texts[i * per_clip:(i + 1) * per_clip] for i in range(len(batch["video_names"]))]
 
 
 def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, samples: int = 0,
                       temperature: float = 1.0, num_beams: int = 1, max_new_tokens: int = 64,
-                      seed: int = 0, annotators: Sequence[int | None] = (None,), source: str = "generated",
-                      logprob_weight: float = 0.0) -> list[str]:
+                      seed: int = 0, source: str = "generated", logprob_weight: float = 0.0) -> list[str]:
     """One caption per clip: of ``candidates`` beam candidates and ``samples`` sampled ones, the
     one with the highest CIDEr-D against the clip's pool of retrieved training texts
     (``eval.rerank``, ``eval.rerank_samples``). Each clip's samples are drawn from
     :func:`clip_seed` (pure sampling at ``temperature``), so neither the batch a clip falls in
     nor the rank that captions it changes them; training's evaluation and ``caption.py`` agree.
-    With ``annotators`` (:func:`annotators_to_write`), each one writes its own candidates and all
-    of them are reranked together (ties: the first annotator's first beam).
 
     ``source`` (``eval.rerank_candidates``): ``"generated"`` (the above), ``"both"`` (the pool's
     texts are candidates too, each scored against the others) or ``"retrieved"`` (the pool's texts
     alone: nothing is generated, the model only scores). ``logprob_weight``
     (``eval.rerank_logprob``): each candidate's score gains that weight times the model's
-    log-probability of it given the clip (:meth:`models.captioner.Captioner.text_log_probs`; a
-    model without annotators only). The global random state is changed; callers that care fork it."""
-    from dataloaders.retrieval import candidate_lists, rerank
-
+    log-probability of it given the clip (:meth:`models.captioner.Captioner.text_log_probs`).
+    The global random state is changed; callers that care fork it."""
     n = len(batch["video_names"])
     groups: list[list[str]] = [[] for _ in range(n)]
-    for annotator in annotators if source != "retrieved" else ():
-        written = for_annotator(batch, annotator)
+    if source != "retrieved":
+        written = dict(batch)
         texts = model.generate(written, num_beams=max(candidates, num_beams), num_return_sequences=candidates,
                                max_new_tokens=max_new_tokens)  # (N * candidates,), each clip's together
         for i, name in enumerate(batch["video_names"]):
             groups[i] += texts[i * candidates:(i + 1) * candidates]
             if samples:
-                torch.manual_seed(clip_seed(seed, name if annotator is None else f"{name}#{annotator}"))
+                torch.manual_seed(clip_seed(seed, name))
                 groups[i] += model.generate(clip_slice(written, i), do_sample=True, top_k=0, temperature=temperature,
                                             num_return_sequences=samples, max_new_tokens=max_new_tokens)
     retrieved = source != "generated"
     log_probs = None
     if logprob_weight:
-        if list(annotators) != [None]:
-            raise UsageError("eval.rerank_logprob scores candidates under one voice; a model that tells "
-                             "annotators apart (model.annotators) has several")
-        log_probs = model.text_log_probs(dict(batch), candidate_lists(groups, batch["pools"], retrieved))
-    return rerank(groups, batch["pools"], model.retriever.df, retrieved=retrieved, log_probs=log_probs,
+        log_probs = model.text_log_probs(dict(batch), retrieval.candidate_lists(groups, batch["pools"], retrieved))
+    return retrieval.rerank(groups, batch["pools"], model.retriever.df, retrieved=retrieved, log_probs=log_probs,
                   weight=logprob_weight)
 
 
@@ -463,39 +157,25 @@ def caption_records(model: Any, cfg: Any, records: Sequence[dict],
                     source: str = "<inputs>", rerank: int = 0, **generate: Any) -> dict[str, list[str]]:
     """``{video_name: [texts]}``: ``num_return_sequences`` texts per clip, clips in input order.
 
-    ``records`` carry their standard's name in ``motion_type`` (see :func:`pair_with_standards`).
-    ``generate`` are ``T5.generate`` arguments, e.g. from :func:`generation_kwargs` (default:
-    greedy, 64 new tokens). ``seed`` makes sampling repeatable. ``source`` names the inputs in
+    ``records`` carry their standard's name in ``motion_type`` (see
+    :func:`inference.inputs.pair_with_standards`). ``generate`` are ``T5.generate`` arguments,
+    e.g. from :func:`generation_kwargs` (default: greedy, 64 new tokens). ``seed`` makes sampling
+    repeatable (reranking draws from the run's own seed instead). ``source`` names the inputs in
     error messages (e.g. the files the records came from). ``rerank`` (a retrieval run's
-    ``eval.rerank``): that many beam candidates (and the run's ``eval.rerank_samples`` sampled
-    ones, see :func:`reranked_captions`), and the one with the highest CIDEr-D against the clip's
-    retrieved training texts is the caption (one per clip).
+    ``eval.rerank``): one caption per clip, see :func:`decode_batch`.
     """
     from tqdm import tqdm
 
-    generate = {"max_new_tokens": 64, **generate}
-    per_clip = int(generate.get("num_return_sequences", 1))
+    generate = {"num_beams": 1, "max_new_tokens": 64, **generate}
     dataset = build_dataset(model, cfg, records, standards, segment, source)
     device = next(model.parameters()).device
     torch.manual_seed(seed)
     model.eval()
-    captions: dict[str, list[str]] = {}
     if rerank and getattr(model, "retriever", None) is None:
         raise UsageError("--rerank needs a run trained with retrieval (model.retrieval.k or eval.rerank)")
+    captions: dict[str, list[str]] = {}
     batches = iter_batches(dataset, batch_size, device, collator_for(model, cfg))
     for batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc="captioning",
                       disable=not progress, leave=False):
-        if rerank:
-            best = reranked_captions(model, batch, candidates=rerank, samples=cfg.eval.rerank_samples,
-                                     temperature=cfg.eval.rerank_temperature,
-                                     num_beams=int(generate.get("num_beams", 1)),
-                                     max_new_tokens=int(generate["max_new_tokens"]), seed=cfg.seed,
-                                     annotators=annotators_to_write(model, cfg),
-                                     source=cfg.eval.rerank_candidates, logprob_weight=cfg.eval.rerank_logprob)
-            groups = [[text] for text in best]
-        else:  # as the first of eval.annotators writes, for a model that tells annotators apart
-            written = for_annotator(batch, annotators_to_write(model, cfg)[0])
-            texts = model.generate(written, **generate)  # (N * per_clip,) texts, each clip's together
-            groups = [texts[i * per_clip:(i + 1) * per_clip] for i in range(len(batch["video_names"]))]
-        captions.update(zip(batch["video_names"], groups))
+        captions.update(zip(batch["video_names"], decode_batch(model, batch, cfg, rerank=rerank, **generate)))
     return captions

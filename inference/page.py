@@ -1,11 +1,11 @@
 """What the web page (``demo.py``) does, without the web: a run's model, its clips and standards,
 captions, pictures and metrics of one motion at a time.
 
-The page only lays this out. Everything a caption depends on goes through :mod:`evaluation.inference`
+The page only lays this out. Everything a caption depends on goes through :mod:`inference.decode`
 exactly as ``caption.py`` does (the same reading of files, the same pairing with standards, the
 same features and decoding), and :meth:`Decoding.caption_args` and :meth:`DemoRun.command`
 give the ``caption.py`` command line that prints the same texts. The pictures are
-:func:`evaluation.pictures.clip_pictures`'s.
+:func:`inference.pictures.clip_pictures`'s.
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from dataloaders.records import load_records, load_standards
-from evaluation import inference
-from evaluation.inference import UsageError
+from inference import decode, inputs
+from inference.inputs import UsageError
 
 __all__ = ["STANDARD_OWN", "STANDARD_NONE", "STANDARD_UPLOAD", "DECODING_MODES", "Decoding", "Result",
            "DemoRun", "shell_quote", "message_of"]
@@ -68,9 +68,9 @@ class Decoding:
         return int(self.num_beams) if self.mode == "beam search" else 1
 
     def generate_kwargs(self) -> dict[str, Any]:
-        """Checked ``T5.generate`` arguments (:func:`evaluation.inference.generation_kwargs`)."""
+        """Checked ``T5.generate`` arguments (:func:`inference.decode.generation_kwargs`)."""
         sample = self.mode == "sampling"
-        return inference.generation_kwargs(self.beams, sample, float(self.temperature) if sample else None,
+        return decode.generation_kwargs(self.beams, sample, float(self.temperature) if sample else None,
                                            float(self.top_p) if sample else None, int(self.num_return_sequences),
                                            int(self.max_new_tokens))
 
@@ -109,9 +109,9 @@ class DemoRun:
 
     def __init__(self, run: str | Path | None = None, ckpt: str | Path | None = None, device: str = "auto",
                  work_dir: str | Path | None = None) -> None:
-        self.model, self.cfg, self.ckpt = inference.load_model(run, ckpt, device)
+        self.model, self.cfg, self.ckpt = decode.load_model(run, ckpt, device)
         self.run_arg = ("--run", str(run)) if run is not None else ("--ckpt", str(ckpt))
-        self.test_path, self.standard_path = inference.run_data_files(self.cfg, self.ckpt)
+        self.test_path, self.standard_path = inputs.run_data_files(self.cfg, self.ckpt)
         self.test_records = ({r["video_name"]: r for r in load_records(self.test_path, need_labels=False)}
                              if self.test_path else {})
         self.standards = load_standards(self.standard_path) if self.standard_path else {}
@@ -139,19 +139,14 @@ class DemoRun:
         return getattr(self.model, "retriever", None) is not None
 
     def candidates_text(self, rerank: int) -> str:
-        """"5 beam candidates" (and "and 10 sampled ones" with ``eval.rerank_samples``; "of each of
-        3 annotators" for a model that tells annotators apart; the retrieved texts with
-        ``eval.rerank_candidates``; "scored with the model's log-probability" with
+        """"5 beam candidates" (and "and 10 sampled ones" with ``eval.rerank_samples``; the retrieved
+        texts with ``eval.rerank_candidates``; "scored with the model's log-probability" with
         ``eval.rerank_logprob``)."""
-        from evaluation.inference import annotators_to_write
-
         ev = self.cfg.eval
         if ev.rerank_candidates == "retrieved":
             text = "the nearest training clips' texts"
         else:
-            writers = [a for a in annotators_to_write(self.model, self.cfg) if a is not None]
             text = (f"{rerank} beam candidates" + (f" and {ev.rerank_samples} sampled ones" if ev.rerank_samples else "")
-                    + (f" of each of {len(writers)} annotators" if len(writers) > 1 else "")
                     + (" and the nearest training clips' texts" if ev.rerank_candidates == "both" else ""))
         return text + (f" (plus {ev.rerank_logprob:g} x the model's log-probability)" if ev.rerank_logprob else "")
 
@@ -171,7 +166,7 @@ class DemoRun:
     def hybrik_frame(self) -> str:
         """The frame HybrIK uploads are converted to: the run's training data's."""
         if self._frame is None:
-            self._frame = inference.data_frame(self.cfg, self.ckpt)
+            self._frame = inputs.data_frame(self.cfg, self.ckpt)
         return self._frame
 
     def describe(self) -> str:
@@ -192,7 +187,7 @@ class DemoRun:
         in a folder of the web server's upload cache, so a HybrIK ``res.pk`` (named after its
         folder) is named after the file instead."""
         path = Path(path)
-        records = inference.records_from_inputs([path], hybrik_frame=self.hybrik_frame)
+        records = inputs.records_from_inputs([path], hybrik_frame=self.hybrik_frame)
         if folder_is_cache and records[0]["video_name"] == path.parent.name:
             records[0] = dict(records[0], video_name=path.stem)
         notes = []
@@ -207,7 +202,7 @@ class DemoRun:
 
     def read_standard(self, path: str | Path) -> dict[str, np.ndarray]:
         """``{name: [T, 22, 3]}`` of an uploaded standard (``.npy``, HybrIK result or standard pickle)."""
-        return inference.read_standards(Path(path), None, self.hybrik_frame)
+        return inputs.read_standards(Path(path), None, self.hybrik_frame)
 
     # ------------------------------------------------------------------ standards
     def _standards_for(self, record: dict, choice: str, upload: str | Path | None
@@ -219,7 +214,7 @@ class DemoRun:
             if not upload:
                 raise UsageError("choose a standard file to upload, or pick a standard by motion type")
             standards = self.read_standard(upload)
-            every = inference.standard_for_every_clip(upload, None)
+            every = inputs.standard_for_every_clip(upload, None)
             if every is None and len(standards) == 1:  # a one-standard pickle serves the clip whatever its type
                 every = next(iter(standards))
                 return standards, every, ["--standard", str(upload), "--motion_type", every]
@@ -261,11 +256,11 @@ class DemoRun:
             notes.append("this model has no reference branch: the standard is shown, not used for the caption")
         if standards is None and self.uses_standards:
             notes.append("no standard: the first frame of the clip repeated stands in (as in pretraining)")
-        records = inference.pair_with_standards([record], standards, every) if standards else [dict(record)]
+        records = inputs.pair_with_standards([record], standards, every) if standards else [dict(record)]
         used = records[0].get("motion_type") if standards else None
         say(0.2, "captioning")
         with self._lock:
-            captions = inference.caption_records(self.model, self.cfg, records,
+            captions = decode.caption_records(self.model, self.cfg, records,
                                                  standards if self.uses_standards else None, batch_size=1,
                                                  seed=decoding.seed, source=str(source or record["video_name"]),
                                                  rerank=rerank, **gen)
@@ -290,7 +285,7 @@ class DemoRun:
 
     def _pictures(self, record: dict, standards: Mapping[str, np.ndarray] | None,
                   decoding: Decoding) -> dict[str, Path]:
-        from evaluation import pictures
+        from inference import pictures
 
         folder = Path(tempfile.mkdtemp(prefix="request-", dir=self.work))
         self._requests.append(folder)

@@ -1,7 +1,7 @@
 """Pictures of clips and runs: skeleton animations, STA-GCN node attention, T5 cross-attention, curves.
 
-    python -m evaluation.pictures curves results/a results/b --out curves.png
-    python -m evaluation.pictures clip --run results/synthetic results/synthetic/data/test.pkl \\
+    python -m inference.pictures curves results/a results/b --out curves.png
+    python -m inference.pictures clip --run results/synthetic results/synthetic/data/test.pkl \\
         --video_name test_jab_000_good --standard results/synthetic/data/standard.pkl --out-dir pics
 
 Functions (matplotlib's object-oriented API on the Agg canvas; pyplot's global state is not used):
@@ -475,10 +475,6 @@ def clip_attention(model: Any, batch: Mapping[str, Any], layers: str = "all",
     if layers not in ("all", "last"):
         raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
     generate = {"max_new_tokens": 64, **generate, "num_return_sequences": 1}
-    if getattr(model, "annotator", None) is not None and batch.get("annotators") is None:
-        from evaluation.inference import for_annotator
-
-        batch = for_annotator(batch, 0)  # a model that tells annotators apart: as the first one writes
     was_training = model.training
     model.eval()
     try:
@@ -500,9 +496,9 @@ def _one_clip(model: Any, batch: Mapping[str, Any], i: int, ids: list[int], cros
     eos = model.t5.config.eos_token_id
     n_words = ids.index(eos) + 1 if eos in ids else len(ids)
     ids = ids[:n_words]
-    prefix = int(model.prefix_ids.numel()) + (1 if getattr(model, "annotator", None) is not None else 0)
+    prefix = int(model.prefix_ids.numel())
     end = cross.shape[1] - (batch["retrieved_ids"].shape[1] if batch.get("retrieved_ids") is not None else 0)
-    rows = cross[:n_words]  # (W, L): prompt, annotator token, motion tokens, retrieved texts
+    rows = cross[:n_words]  # (W, L): prompt, motion tokens, retrieved texts
     valid = mask[prefix:end].astype(bool)  # (L_motion,): padded frames are masked out
     motion = rows[:, prefix:end][:, valid]  # (W, L_motion)
     motion = motion / np.clip(motion.sum(axis=1, keepdims=True), 1e-12, None)
@@ -696,15 +692,15 @@ def clip_pictures(model: Any, cfg: Any, record: Mapping[str, Any],
                   layers: str = "all", mp4: bool | None = None, **generate: Any) -> dict[str, Path]:
     """Skeleton GIF + key-frame strip, node attention and cross-attention PNGs of one clip.
 
-    The clip goes through the same features as captioning (:mod:`evaluation.inference`), so the
+    The clip goes through the same features as captioning (:mod:`inference.decode`), so the
     caption in the titles is the one the model writes (greedy unless ``generate`` says otherwise).
     Also writes ``<name>_attention.npz`` (cross, words, columns, node) for further analysis.
     """
-    from evaluation import inference
+    from inference import inputs
 
-    dataset = inference.build_dataset(model, cfg, [dict(record)], standards, segment)
+    dataset = inputs.build_dataset(model, cfg, [dict(record)], standards, segment)
     device = next(model.parameters()).device
-    batch = next(inference.iter_batches(dataset, 1, device, inference.collator_for(model, cfg)))
+    batch = next(inputs.iter_batches(dataset, 1, device, inputs.collator_for(model, cfg)))
     attn = clip_attention(model, batch, layers=layers, **generate)[0]
     offset = int(record.get(f"{dataset.segment}_start_frame") or 0) if dataset.segment != "none" else 0
     out, stem = Path(out_dir), _safe_stem(attn.video_name)
@@ -743,8 +739,8 @@ def pictures_for_records(model: Any, cfg: Any, records: Sequence[Mapping[str, An
 # ============================================================================ command line ===
 EPILOG = """\
 examples:
-  python -m evaluation.pictures curves results/a results/b --out curves.png
-  python -m evaluation.pictures clip --run results/synthetic results/synthetic/data/test.pkl \\
+  python -m inference.pictures curves results/a results/b --out curves.png
+  python -m inference.pictures clip --run results/synthetic results/synthetic/data/test.pkl \\
       --video_name test_jab_000_good --standard results/synthetic/data/standard.pkl --out-dir pics
 
 clip writes, per clip, into --out-dir: NAME.gif (front and side views; the standard beside the
@@ -754,7 +750,7 @@ exit status: 0 on success, 2 on unreadable inputs."""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.pictures", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m inference.pictures", description=__doc__.split("\n\n")[0],
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     curves = sub.add_parser("curves", help="loss, lr and metrics of one or several runs on one figure")
@@ -779,20 +775,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def run_clip(args: argparse.Namespace) -> list[dict[str, Path]]:
-    from evaluation import inference as inf
+    from inference import decode, inputs
 
-    records = inf.records_from_inputs(args.inputs, args.video_name)
-    model, cfg, _ = inf.load_model(args.run, args.ckpt, args.device)
-    standards = inf.read_standards(args.standard, args.motion_type) if args.standard else None
+    records = inputs.records_from_inputs(args.inputs, args.video_name)
+    model, cfg, _ = decode.load_model(args.run, args.ckpt, args.device)
+    standards = inputs.read_standards(args.standard, args.motion_type) if args.standard else None
     if standards:
-        records = inf.pair_with_standards(records, standards,
-                                           inf.standard_for_every_clip(args.standard, args.motion_type))
+        records = inputs.pair_with_standards(records, standards,
+                                           inputs.standard_for_every_clip(args.standard, args.motion_type))
     return [clip_pictures(model, cfg, rec, standards, args.out_dir, segment=args.segment, layers=args.layers,
                           num_beams=args.num_beams, max_new_tokens=args.max_new_tokens) for rec in records]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from evaluation.inference import UsageError
+    from inference.inputs import UsageError
     from core.io import CheckpointError
 
     args = parse_args(argv)

@@ -1,4 +1,4 @@
-"""caption.py and evaluation.inference on a tiny synthetic run trained once for this module."""
+"""caption.py and inference.decode on a tiny synthetic run trained once for this module."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ import train_t5_stagcn as trainer
 from dataloaders.collate import Collator
 from dataloaders.dataset import MotionTextDataset
 from dataloaders.records import DataError, load_records, load_standards
-from evaluation import inference
+from inference import decode, inputs
 from tests.test_train import tiny as train_tiny
 
 REPO = Path(trainer.__file__).resolve().parent
@@ -40,7 +40,7 @@ def run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(run):
-    model, cfg, _ = inference.load_model(run=run, device="cpu")
+    model, cfg, _ = decode.load_model(run=run, device="cpu")
     return model, cfg
 
 
@@ -88,7 +88,7 @@ def test_npy_inputs_of_both_shapes_give_the_same_caption(run, trained, test_reco
 def test_read_motion_accepts_66_columns_and_rejects_bad_arrays(tmp_path):
     coords = np.arange(4 * 66, dtype=np.float64).reshape(4, 66)
     np.save(tmp_path / "ok.npy", coords)
-    read = inference.read_motion(tmp_path / "ok.npy")
+    read = inputs.read_motion(tmp_path / "ok.npy")
     assert read.dtype == np.float32 and read.shape == (4, 22, 3)
     assert read[2, 5].tolist() == [2 * 66 + 15, 2 * 66 + 16, 2 * 66 + 17]  # joint 5 = columns 15..17
     for name, array, found in (("one.npy", np.zeros((1, 22, 3)), "1 frame"),
@@ -96,7 +96,7 @@ def test_read_motion_accepts_66_columns_and_rejects_bad_arrays(tmp_path):
                                ("text.npy", np.array(["a", "b"]), "dtype")):
         np.save(tmp_path / name, array)
         with pytest.raises(DataError, match=found) as info:
-            inference.read_motion(tmp_path / name)
+            inputs.read_motion(tmp_path / name)
         assert name in str(info.value)
 
 
@@ -137,7 +137,7 @@ def test_inference_batches_hold_the_training_features(run, trained):
     model, cfg = trained
     standards = load_standards(run / "data" / "standard.pkl")
     records = load_records(run / "data" / "test.pkl")[:3]
-    ours = next(inference.iter_batches(inference.build_dataset(model, cfg, records, standards), 3))
+    ours = next(inputs.iter_batches(inputs.build_dataset(model, cfg, records, standards), 3))
     test = MotionTextDataset(load_records(run / "data" / "test.pkl", standards=standards)[:3], standards,
                              segment=cfg.data.segment, normalise=cfg.data.normalise, reference=True, train=False)
     theirs = Collator(model.tokenizer)([test[i] for i in range(3)])
@@ -266,8 +266,8 @@ def test_a_hybrik_result_captions_like_the_npy_it_converts_to(run, trained, test
     from_npy, _ = caption_json(capsys, "--run", str(run), str(tmp_path / "clip.npy"), *std)
     from_hybrik, _ = caption_json(capsys, "--run", str(run), str(tmp_path / "res_clip" / "res.pk"), *std)
     assert from_hybrik == {"res_clip": from_npy["clip"]}
-    frame = inference.data_frame(trained[1], run / "checkpoints" / "best.pt")
-    (read,) = inference.records_from_inputs([tmp_path / "res_clip" / "res.pk"], hybrik_frame=frame)
+    frame = inputs.data_frame(trained[1], run / "checkpoints" / "best.pt")
+    (read,) = inputs.records_from_inputs([tmp_path / "res_clip" / "res.pk"], hybrik_frame=frame)
     assert frame == "project" and np.allclose(read["coordinates"], coords, atol=1e-5)
     as_is, _ = caption_json(capsys, "--run", str(run), str(tmp_path / "res_clip" / "res.pk"), *std,
                             "--hybrik_frame", "hybrik", "--max_new_tokens", str(MAX_NEW))

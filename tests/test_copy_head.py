@@ -91,13 +91,13 @@ def copy_run(tmp_path_factory):
 
 def loaded_batch(run):
     from dataloaders.records import load_records, load_standards
-    from evaluation import inference
+    from inference import decode, inputs
 
-    model, cfg, _ = inference.load_model(run=run, device="cpu")
+    model, cfg, _ = decode.load_model(run=run, device="cpu")
     standards = load_standards(run / "data" / "standard.pkl")
     records = load_records(run / "data" / "test.pkl", standards=standards)[:4]
-    dataset = inference.build_dataset(model, cfg, records, standards, source="test")
-    return model, inference.collator_for(model, cfg)([dataset[i] for i in range(len(dataset))])
+    dataset = inputs.build_dataset(model, cfg, records, standards, source="test")
+    return model, inputs.collator_for(model, cfg)([dataset[i] for i in range(len(dataset))])
 
 
 def test_the_log_counts_the_copy_heads_parameters(copy_run):

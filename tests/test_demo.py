@@ -1,4 +1,4 @@
-"""The web page's work without the browser (evaluation.demo_backend): what it shows equals what
+"""The web page's work without the browser (inference.page): what it shows equals what
 caption.py prints for the same file and options; bad uploads are messages, not crashes.
 
 The browser test is tests/test_demo_browser.py.
@@ -18,8 +18,8 @@ from PIL import Image
 import caption
 from dataloaders.records import DataError
 from dataloaders.safe_pickle import UnsafePickleError
-from evaluation import demo_backend as db
-from evaluation.inference import UsageError
+from inference import page as db
+from inference.inputs import UsageError
 
 MAX_NEW = 8
 

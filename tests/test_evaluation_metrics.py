@@ -18,7 +18,7 @@ import warnings
 import pytest
 
 from evaluation import metrics
-from evaluation.caption_templates import synthetic_case
+from tests.caption_templates import synthetic_case
 from evaluation.metrics import (CaptionInputError, JavaNotFoundError, MetricSkippedWarning, MissingIdsError,
                                 score_captions, score_with_breakdown)
 from core.ptb_tokenizer import coco_tokenize_python

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from evaluation.caption_templates import template_captions
+from tests.caption_templates import template_captions
 from evaluation.metrics import java_ptb_tokenize, tokenize
 from core.ptb_tokenizer import (LINE_BREAKS, PUNCTUATIONS, coco_tokenize_python, one_line,
                                       ptb_tokenize, ptb_tokenize_lines)

@@ -19,7 +19,7 @@ from dataloaders import hybrik
 from dataloaders.records import DataError, load_records
 from dataloaders.safe_pickle import UnsafePickleError
 from dataloaders.skeleton import SMPL22_JOINT_NAMES, SMPL22_PARENTS
-from evaluation import inference
+from inference import inputs
 
 REPO = Path(hybrik.__file__).resolve().parents[1]
 J = {name: i for i, name in enumerate(SMPL22_JOINT_NAMES)}
@@ -187,7 +187,7 @@ def test_a_pickle_that_would_run_code_is_refused_before_it_runs(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "refused to unpickle" in done.stderr
     with pytest.raises(UnsafePickleError):
-        inference.records_from_inputs([path])
+        inputs.records_from_inputs([path])
     assert not marker.exists() and not (tmp_path / "x.npy").exists()
 
 
@@ -218,30 +218,30 @@ def test_inference_reads_hybrik_results_beside_npy_and_dataset_pickles(tmp_path)
     res = write_result(tmp_path / "res_dance" / "res.pk", hybrik_result())
     as_pkl = write_result(tmp_path / "kick.pkl", hybrik_result())  # a dict in a .pkl is a HybrIK result too
     np.save(tmp_path / "hml.npy", project_pose()[None].repeat(4, axis=0))
-    records = inference.records_from_inputs([res, as_pkl, tmp_path / "hml.npy"], hybrik_frame="project")
+    records = inputs.records_from_inputs([res, as_pkl, tmp_path / "hml.npy"], hybrik_frame="project")
     assert [r["video_name"] for r in records] == ["res_dance", "kick", "hml"]
     np.testing.assert_array_equal(records[0]["coordinates"], hybrik.read_hybrik(res))
     frames = []
-    records = inference.records_from_inputs([res], hybrik_frame=lambda: frames.append(1) or "hybrik")
+    records = inputs.records_from_inputs([res], hybrik_frame=lambda: frames.append(1) or "hybrik")
     np.testing.assert_array_equal(records[0]["coordinates"], hybrik.read_hybrik(res, "hybrik"))
     assert frames == [1]
-    inference.records_from_inputs([tmp_path / "hml.npy"], hybrik_frame=lambda: frames.append(1) or "hybrik")
+    inputs.records_from_inputs([tmp_path / "hml.npy"], hybrik_frame=lambda: frames.append(1) or "hybrik")
     assert frames == [1]  # only asked when a HybrIK input is met
-    standards = inference.read_standards(res, "Jab")
+    standards = inputs.read_standards(res, "Jab")
     assert list(standards) == ["Jab"] and standards["Jab"].shape == (T, 22, 3)
-    assert inference.standard_for_every_clip(res, None) == "res_dance"
+    assert inputs.standard_for_every_clip(res, None) == "res_dance"
 
 
 def test_data_frame_follows_the_runs_training_data(tmp_path):
     synthetic = SimpleNamespace(data=SimpleNamespace(kind="synthetic"))
-    assert inference.data_frame(synthetic) == "project"
+    assert inputs.data_frame(synthetic) == "project"
     pose = project_pose()[None].repeat(4, axis=0)
     for frame, coords in (("hybrik", as_hybrik(pose)), ("project", pose)):
         root = tmp_path / frame
         write_result(root / "standard.pkl", [{"video_name": "Jab", "coordinates": coords.reshape(4, 66)}])
         cfg = SimpleNamespace(data=SimpleNamespace(kind="pickle", root=str(root), train="train.pkl", val="",
                                                    test="test.pkl", standard="standard.pkl"))
-        assert inference.data_frame(cfg, tmp_path / "run" / "checkpoints" / "best.pt") == frame
+        assert inputs.data_frame(cfg, tmp_path / "run" / "checkpoints" / "best.pt") == frame
     missing = SimpleNamespace(data=SimpleNamespace(kind="pickle", root=str(tmp_path / "absent"), train="t.pkl",
                                                    val="", test="t.pkl", standard="s.pkl"))
-    assert inference.data_frame(missing) == "project"
+    assert inputs.data_frame(missing) == "project"

@@ -263,7 +263,7 @@ def test_freezing_with_lora_reaches_the_adapters_of_the_named_stack(tokenizer):
 
 
 def test_attention_pictures_read_through_the_lora_wrapper(tokenizer):
-    from evaluation import pictures
+    from inference import pictures
 
     model = captioner(tokenizer, LORA)
     perturb_adapters(model)

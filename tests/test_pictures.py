@@ -1,4 +1,4 @@
-"""evaluation.pictures: skeleton animation, node / cross-attention, training curves, TensorBoard logging."""
+"""inference.pictures: skeleton animation, node / cross-attention, training curves, TensorBoard logging."""
 from __future__ import annotations
 
 import json
@@ -17,8 +17,8 @@ import train_t5_stagcn as trainer
 from dataloaders.features import resample_time
 from dataloaders.records import load_records, load_standards
 from dataloaders.skeleton import SMPL22_JOINT_NAMES
-from evaluation import inference
-from evaluation import pictures as P
+from inference import decode, inputs
+from inference import pictures as P
 from tests.test_train import tiny as train_tiny
 
 REPO = Path(trainer.__file__).resolve().parent
@@ -44,14 +44,14 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def loaded(run: Path):
-    model, cfg, _ = inference.load_model(run=run, device="cpu")
+    model, cfg, _ = decode.load_model(run=run, device="cpu")
     return model, cfg
 
 
 def batch_of(model, cfg, run: Path, names: list[str], with_standard: bool):
     standards = load_standards(run / "data" / "standard.pkl") if with_standard else None
     records = [r for r in load_records(run / "data" / "test.pkl") if r["video_name"] in names]
-    return next(inference.iter_batches(inference.build_dataset(model, cfg, records, standards), len(records)))
+    return next(inputs.iter_batches(inputs.build_dataset(model, cfg, records, standards), len(records)))
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -41,7 +41,7 @@ from dataloaders import synthetic
 from dataloaders.collate import Collator
 from dataloaders.dataset import MotionTextDataset
 from dataloaders.records import load_records, load_standards
-from evaluation import inference
+from inference import decode
 from models import export, lora
 from dataloaders.tokenizer import load_tokenizer, train_tokenizer
 from core.io import CheckpointError, load_checkpoint
@@ -245,7 +245,7 @@ def test_resume_gives_the_model_that_was_saved(world):
 
 def test_the_trained_adapters_matter(world):
     """Teeth: merging twice or dropping the adapters would move the logits this much."""
-    model, _ = inference.load_model(run=world.run("lora"), device="cpu")[:2]
+    model, _ = decode.load_model(run=world.run("lora"), device="cpu")[:2]
     with model.t5.disable_adapter():
         without = shoot(model, world.batch)
     best = world.best("lora")
@@ -264,7 +264,7 @@ def test_eval_only_evaluates_the_model_that_was_saved_as_best(world):
 @pytest.mark.parametrize("name", ["plain", "lora"])
 def test_caption_py_gives_the_saved_model(world, name, capsys):
     run = world.run(name)
-    model, _, path = inference.load_model(run=run, device="cpu")
+    model, _, path = decode.load_model(run=run, device="cpu")
     assert path.name == "best.pt" and lora.is_wrapped(model.t5) == (name == "lora")
     same(world.best(name), shoot(model, world.batch))
     assert caption.main(["--run", str(run), str(run / "data" / "test.pkl"), "--standard",
@@ -321,7 +321,7 @@ def test_export_folder_holds_no_pickle_and_loads_as_the_run_merged(world):
     assert not lora.is_wrapped(model.t5) and cfg.model.t5.lora.r == 4
     merged_same(world.best("lora"), shoot(model, world.batch))
     # the run's own model is untouched by the export: still wrapped, same logits
-    again, _, _ = inference.load_model(run=world.run("lora"), device="cpu")
+    again, _, _ = decode.load_model(run=world.run("lora"), device="cpu")
     same(world.best("lora"), shoot(again, world.batch))
 
 

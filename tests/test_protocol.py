@@ -99,7 +99,7 @@ def test_new_learner_protocol_holds_out_whole_learners_and_resumes_after_a_kill(
 
 
 def test_decode_from_captions_the_runs_again_without_training(tmp_path, learner_data, capsys):
-    from evaluation import inference
+    from inference import decode, inputs
     from dataloaders.records import load_records
 
     args = protocol_args(tmp_path, learner_data, "official", "--seeds", "1")
@@ -115,9 +115,9 @@ def test_decode_from_captions_the_runs_again_without_training(tmp_path, learner_
     assert not (run / "checkpoints" / "last.pt").exists() and not (run / "metrics.jsonl").exists()  # nothing trained
     assert (run / "decoded_from.txt").is_file()
     # the source's best.pt with the new decoding, as inference captions it
-    model, cfg, _ = inference.load_model(ckpt=source / "checkpoints" / "best.pt", device="cpu")
+    model, cfg, _ = decode.load_model(ckpt=source / "checkpoints" / "best.pt", device="cpu")
     records = load_records(run.parent / "data" / "official" / "test.pkl")
-    want = inference.caption_records(model, cfg, records, inference.read_standards(learner_data / "standard.pkl"),
+    want = decode.caption_records(model, cfg, records, inputs.read_standards(learner_data / "standard.pkl"),
                                       num_beams=2, max_new_tokens=5)
     got = json.loads((run / "predictions" / "test_best.json").read_text())
     assert got == {k: v[0] for k, v in want.items()}

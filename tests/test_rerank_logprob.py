@@ -74,7 +74,7 @@ def test_rerank_with_the_retrieved_texts_and_log_probabilities_by_hand():
 
 def test_reranked_captions_score_every_candidate_under_the_model(retrieval_run, monkeypatch):
     import dataloaders.retrieval as retrieval
-    from evaluation.inference import reranked_captions
+    from inference.decode import reranked_captions
 
     model, _, _, batch = run_test_batch(retrieval_run, 2)
     model.eval()
@@ -96,7 +96,7 @@ def test_reranked_captions_score_every_candidate_under_the_model(retrieval_run, 
 
 
 def test_retrieved_only_generates_nothing_and_picks_like_a_naive_search(retrieval_run, monkeypatch):
-    from evaluation.inference import reranked_captions
+    from inference.decode import reranked_captions
 
     model, _, _, batch = run_test_batch(retrieval_run, 3)
     model.eval()
@@ -150,7 +150,7 @@ def test_config_refuses_them_where_they_mean_nothing(overrides, match):
 def test_the_web_page_says_what_was_reranked():
     from types import SimpleNamespace
 
-    from evaluation.demo_backend import DemoRun
+    from inference.page import DemoRun
 
     def said(**ev):
         cfg = SimpleNamespace(eval=SimpleNamespace(**{"rerank_samples": 10, "rerank_candidates": "generated",

@@ -153,13 +153,13 @@ def test_collated_retrieved_ids_by_hand():
 def run_test_batch(run, n: int):
     """(model, cfg, dataset, batch) of a trained run's first ``n`` test clips, as inference builds them."""
     from dataloaders.records import load_records, load_standards
-    from evaluation import inference
+    from inference import decode, inputs
 
-    model, cfg, _ = inference.load_model(run=run, device="cpu")
+    model, cfg, _ = decode.load_model(run=run, device="cpu")
     standards = load_standards(run / "data" / "standard.pkl")
     records = load_records(run / "data" / "test.pkl", standards=standards)[:n]
-    dataset = inference.build_dataset(model, cfg, records, standards, source="test")
-    return model, cfg, dataset, inference.collator_for(model, cfg)([dataset[i] for i in range(len(dataset))])
+    dataset = inputs.build_dataset(model, cfg, records, standards, source="test")
+    return model, cfg, dataset, inputs.collator_for(model, cfg)([dataset[i] for i in range(len(dataset))])
 
 
 def test_encoder_tokens_are_motion_then_retrieved_text_embeddings(retrieval_run):
@@ -199,7 +199,7 @@ def test_caption_py_reranks_sampled_candidates_with_the_runs_seed(tmp_path, caps
     import caption
     import train_t5_stagcn as trainer
     from dataloaders.records import load_records, load_standards
-    from evaluation import inference
+    from inference import decode, inputs
     from tests.test_train import tiny
 
     trainer.main(tiny(tmp_path, "seed1", "seed=1", "train.lr=1e-2", "train.epochs=3", "eval.every=3",
@@ -212,12 +212,12 @@ def test_caption_py_reranks_sampled_candidates_with_the_runs_seed(tmp_path, caps
     assert set(got) == set(written) == {r["video_name"] for r in load_records(data / "test.pkl")}
     for name in written:
         assert got[name] == written[name], name
-    model, cfg, _ = inference.load_model(run=run, device="cpu")
+    model, cfg, _ = decode.load_model(run=run, device="cpu")
     assert cfg.seed == 1 and cfg.eval.rerank_samples == 4
     seed_0 = copy.deepcopy(cfg)
     seed_0.seed = 0
     standards = load_standards(data / "standard.pkl")
-    other = inference.caption_records(model, seed_0, load_records(data / "test.pkl", standards=standards), standards,
+    other = decode.caption_records(model, seed_0, load_records(data / "test.pkl", standards=standards), standards,
                                       rerank=cfg.eval.rerank, max_new_tokens=8)
     assert {k: v[0] for k, v in other.items()} != written, "the seed changes no caption: the test cannot fail"
 
@@ -228,12 +228,12 @@ def test_export_carries_the_retrieval_state_and_captions_alike(retrieval_run, tm
 
     from dataloaders.records import load_records
     from dataloaders.splits import split_off
-    from evaluation import inference
+    from inference import decode, inputs
 
     out = export_run(retrieval_run, tmp_path / "export")
     exported_state = load_export(out)[0].retriever.state_dict()
     # the same state as the run's checkpoint holds ...
-    trained, cfg, _ = inference.load_model(run=retrieval_run, device="cpu")
+    trained, cfg, _ = decode.load_model(run=retrieval_run, device="cpu")
     assert exported_state == trained.retriever.state_dict()
     # ... and as computed again from the run's training clips (validation clips held out)
     split = cfg.data.val_split
@@ -252,7 +252,7 @@ def test_export_carries_the_retrieval_state_and_captions_alike(retrieval_run, tm
 
 
 def test_cross_attention_pictures_keep_the_motion_tokens_only(retrieval_run):
-    from evaluation import pictures
+    from inference import pictures
 
     model, _, _, batch = run_test_batch(retrieval_run, 2)
     motion_tokens = model.encode({k: v for k, v in batch.items() if k != "retrieved_ids"})[0].shape[1]
@@ -277,7 +277,7 @@ class FakeCaptioner:
 
 def test_sampled_candidates_join_the_beams_and_depend_on_seed_and_clip_only(monkeypatch):
     import dataloaders.retrieval as retrieval
-    from evaluation.inference import clip_slice, reranked_captions
+    from inference.decode import clip_slice, reranked_captions
 
     seen = []
     monkeypatch.setattr(retrieval, "rerank", lambda groups, pools, df, **kw: seen.extend(groups) or [g[-1] for g in groups])

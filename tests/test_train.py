@@ -152,7 +152,7 @@ def test_two_fresh_runs_are_identical_bit_for_bit(tmp_path):
 
 def test_tokenizer_training_gives_the_same_vocabulary_every_time():
     from dataloaders.tokenizer import train_tokenizer
-    from evaluation.caption_templates import template_captions
+    from tests.caption_templates import template_captions
 
     texts = template_captions(seed=0, n=400)
     first = train_tokenizer(texts, 300).backend_tokenizer.to_str()

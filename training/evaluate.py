@@ -16,6 +16,7 @@ from torch.utils.data import BatchSampler, DataLoader
 from configs import schema
 from core.io import atomic_save, atomic_write_text, load_checkpoint
 from dataloaders.build import Data
+from inference.decode import decode_batch
 from training import distributed, run
 from training.trainer import Trainer, to_device
 
@@ -40,20 +41,8 @@ def generate_captions(model, dataset, data: Data, cfg: schema.Config, dist: dist
 
 
 def caption_batch(model, batch: dict, cfg: schema.Config, data: Data) -> list[str]:
-    """One caption per clip: the best beam, or with ``eval.rerank`` the one of that many beam
-    candidates (and ``eval.rerank_samples`` sampled ones; each annotator's, with
-    ``model.annotators``) with the highest CIDEr-D against the clip's pool of retrieved training
-    texts (:func:`evaluation.inference.reranked_captions`)."""
-    from evaluation.inference import annotators_to_write, for_annotator, reranked_captions
-
-    annotators = annotators_to_write(model, cfg)
-    if not cfg.eval.rerank:  # a model that tells annotators apart writes as the first of eval.annotators
-        return model.generate(for_annotator(batch, annotators[0]), num_beams=cfg.eval.num_beams,
-                              max_new_tokens=cfg.eval.max_new_tokens)
-    return reranked_captions(model, batch, candidates=cfg.eval.rerank, samples=cfg.eval.rerank_samples,
-                             temperature=cfg.eval.rerank_temperature, num_beams=cfg.eval.num_beams,
-                             max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed, annotators=annotators,
-                             source=cfg.eval.rerank_candidates, logprob_weight=cfg.eval.rerank_logprob)
+    """One caption per clip, decoded as ``caption.py`` decodes (:func:`inference.decode.decode_batch`)."""
+    return [texts[0] for texts in decode_batch(model, batch, cfg)]
 
 
 def metrics_of(predictions: dict[str, str], dataset, data: Data, cfg: schema.Config) -> dict:
@@ -124,7 +113,7 @@ def log_evaluation(run_dir: Path, writer, trainer: Trainer, results: dict[str, t
 
 def log_attention_pictures(writer, model, dataset, data: Data, cfg: schema.Config, names: list[str], step: int) -> None:
     """Node- and cross-attention heat maps of the first logged clips (skipped without matplotlib)."""
-    from evaluation import pictures
+    from inference import pictures
 
     index = {vid: i for i, vid in enumerate(dataset.clip_ids())}
     batch = to_device(data.collate([dataset[index[vid]] for vid in names]), next(model.parameters()).device)
