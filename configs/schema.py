@@ -131,7 +131,6 @@ class RetrievalConfig:
     texts: int = 3  # their texts placed on the encoder side, most central (consensus) first
     max_tokens: int = 40  # tokens kept of each retrieved text
     exclude: str = "self"  # self | learner: what a training clip may not retrieve (new-learner: learner)
-    copy: bool = False  # pointer-generator head: the decoder may copy retrieved tokens (models/copy_head.py)
     dropout: float = 0.0  # share of training samples, each epoch, given no retrieved texts (the motion alone)
 
 
@@ -247,8 +246,42 @@ NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "
                 "model.annotators",
                 "model.encoder.dropout", "model.projection.dropout")
 
+# Options that lost on validation and were removed (last in commit RETIRED_IN), with their old
+# defaults: a config or checkpoint written before carries them at these values, which are dropped
+# silently; any other value describes a model that can no longer be built, and is refused.
+RETIRED_IN = "67d6cae"
+RETIRED = {"model.retrieval.copy": False}
+
 
 # ---------------------------------------------------------------------------------------------
+def _at_old_default(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return value is default
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and value == default
+    return type(value) is type(default) and value == default
+
+
+def _drop_key(node: dict, parts: list[str], key: str, default: Any) -> dict:
+    head, rest = parts[0], parts[1:]
+    if head not in node or (rest and not isinstance(node[head], dict)):
+        return node  # absent, or not a section (a type error that _build reports)
+    if rest:
+        return {**node, head: _drop_key(node[head], rest, key, default)}
+    if not _at_old_default(node[head], default):
+        raise ConfigError(f"{key} was retired (last in commit {RETIRED_IN}); this config sets it to "
+                          f"{node[head]!r} (only its old default {default!r} is still accepted)")
+    return {k: v for k, v in node.items() if k != head}
+
+
+def drop_retired(raw: dict) -> dict:
+    """``raw`` (a config as a nested dict) without the :data:`RETIRED` keys at their old defaults;
+    a retired key at another value is a :class:`ConfigError` naming it. ``raw`` is not changed."""
+    for key, default in RETIRED.items():
+        raw = _drop_key(raw, key.split("."), key, default)
+    return raw
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -349,9 +382,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"data.rotate: expected degrees in [0, 180], found {cfg.data.rotate!r}")
     if not 0.0 <= cfg.data.val_split.fraction < 1.0:
         raise ConfigError(f"data.val_split.fraction: expected a number in [0, 1), found {cfg.data.val_split.fraction!r}")
-    if cfg.model.retrieval.copy and not cfg.model.retrieval.k:
-        raise ConfigError("model.retrieval.copy: copying needs retrieved texts; set model.retrieval.k > 0 "
-                          "(found model.retrieval.k=0)")
     bad = [a for a in cfg.eval.annotators if not 0 <= a < cfg.model.annotators]
     if bad or (cfg.eval.annotators and not cfg.model.annotators):
         raise ConfigError(f"eval.annotators: expected indices of the model's annotators, 0 to "
@@ -424,7 +454,7 @@ def load_typed(cls: type, path: Optional[str | Path] = None, overrides: list[str
     raw = read_yaml(path) if path is not None else {}
     raw = _merge(raw, parse_overrides(list(overrides or [])))
     try:
-        return _build(cls, raw)
+        return _build(cls, drop_retired(raw) if cls is Config else raw)
     except ConfigError as exc:
         where = f"config file {path}: " if path is not None else ""
         raise ConfigError(where + str(exc)) from None
@@ -449,7 +479,7 @@ def to_yaml(cfg: Config) -> str:
 
 
 def from_dict(raw: dict) -> Config:
-    return validate(_build(Config, raw))
+    return validate(_build(Config, drop_retired(raw)))
 
 
 def describe_keys() -> str:

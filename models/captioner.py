@@ -16,8 +16,7 @@ With retrieval (``model.retrieval.k > 0``, :mod:`dataloaders.retrieval`), the te
 nearest training clips arrive as ``retrieved_ids`` / ``retrieved_mask``; their token embeddings
 follow the motion tokens on the encoder side, so the decoder can copy from them and edit them.
 ``retriever`` (set by training and by :func:`models.build.load_trained`) finds those texts for
-new clips. With ``copy=True`` (``model.retrieval.copy``) a pointer-generator head
-(:mod:`models.copy_head`) lets the decoder copy their tokens directly.
+new clips.
 
 With ``annotators=A > 0`` (``model.annotators``) the texts are known to come from ``A`` annotators
 who each write in their own way (BX: three coaches, one writing a long per-learner comment, one a
@@ -33,14 +32,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .copy_head import CopyHead
-
 REFERENCE_MODES = ("none", "subtract")
 
 
 class Captioner(nn.Module):
     def __init__(self, encoder: nn.Module, projection: nn.Module, t5: nn.Module, tokenizer: Any,
-                 reference: str = "none", prompt: str = "", copy: bool = False, annotators: int = 0) -> None:
+                 reference: str = "none", prompt: str = "", annotators: int = 0) -> None:
         super().__init__()
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
@@ -54,14 +51,10 @@ class Captioner(nn.Module):
         self.label_smoothing = 0.0  # training's train.label_smoothing (set by the trainer)
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         self.register_buffer("prefix_ids", torch.tensor(ids, dtype=torch.long), persistent=False)
-        self.copy: CopyHead | None = None
         self.annotator: nn.Embedding | None = None
         if annotators:
             self.annotator = nn.Embedding(annotators, t5.config.d_model)
             nn.init.normal_(self.annotator.weight, std=float(t5.get_input_embeddings().weight.detach().std()))
-        if copy:
-            self.copy = CopyHead(t5.config.d_model)
-            self.copy.attach(t5)
 
     # ----------------------------------------------------------------------------------------
     def standard_input(self, batch: dict) -> torch.Tensor:
@@ -106,11 +99,6 @@ class Captioner(nn.Module):
             texts = self.t5.get_input_embeddings()(batch["retrieved_ids"]).to(tokens.dtype)  # (N, R, D)
             tokens = torch.cat([tokens, texts], dim=1)  # (N, L' + R, D)
             token_mask = torch.cat([token_mask, batch["retrieved_mask"].to(token_mask.dtype)], dim=1)
-            if self.copy is not None:  # the retrieved tokens end the encoder input: the copy head's memory
-                self.copy.expect(batch["retrieved_ids"], batch["retrieved_mask"])
-        elif self.copy is not None:
-            raise ValueError("this model copies from retrieved texts (model.retrieval.copy) but the batch "
-                             "has no retrieved_ids")
         return tokens, token_mask
 
     def with_annotator_token(self, batch: dict, tokens: torch.Tensor, token_mask: torch.Tensor
