@@ -131,7 +131,6 @@ class RetrievalConfig:
     texts: int = 3  # their texts placed on the encoder side, most central (consensus) first
     max_tokens: int = 40  # tokens kept of each retrieved text
     exclude: str = "self"  # self | learner: what a training clip may not retrieve (new-learner: learner)
-    dropout: float = 0.0  # share of training samples, each epoch, given no retrieved texts (the motion alone)
 
 
 @dataclass
@@ -250,7 +249,7 @@ NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "
 # defaults: a config or checkpoint written before carries them at these values, which are dropped
 # silently; any other value describes a model that can no longer be built, and is refused.
 RETIRED_IN = "67d6cae"
-RETIRED = {"model.retrieval.copy": False}
+RETIRED = {"model.retrieval.copy": False, "model.retrieval.dropout": 0.0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,10 +356,6 @@ def validate(cfg: Config) -> Config:
     if cfg.train.scst.epochs and cfg.train.scst.samples < 2:
         raise ConfigError(f"train.scst.samples: expected 2 or more (each sample's baseline is the mean reward "
                           f"of the others), found {cfg.train.scst.samples!r}")
-    if not 0.0 <= cfg.model.retrieval.dropout <= 1.0:
-        raise ConfigError(f"model.retrieval.dropout: expected a probability in [0, 1], found {cfg.model.retrieval.dropout!r}")
-    if cfg.model.retrieval.dropout and not cfg.model.retrieval.k:
-        raise ConfigError("model.retrieval.dropout: withholds retrieved texts, but model.retrieval.k=0 retrieves none")
     if not 0.0 <= cfg.data.mirror <= 1.0:
         raise ConfigError(f"data.mirror: expected a probability in [0, 1], found {cfg.data.mirror!r}")
     if cfg.eval.rerank_samples and not cfg.eval.rerank:

@@ -122,7 +122,7 @@ def build_data(cfg: Any, run_dir: Path, *, main: bool = True, barrier: Callable[
     train = MotionTextDataset(train_records, labels=cfg.data.labels, source=str(train_file),
                               augmented_labels=cfg.data.augmented_labels, train=True, mirror=cfg.data.mirror,
                               rotate=cfg.data.rotate, speed=cfg.data.speed, annotators=cfg.model.annotators,
-                              retrieval_dropout=cfg.model.retrieval.dropout, **common)
+                              **common)
     val = MotionTextDataset(val_records, train=False, source=val_source, **common) if val_records else None
     test = MotionTextDataset(test_records, train=False, source=str(test_file), **common)
     texts = texts_of(train_records)

@@ -27,10 +27,6 @@ always all of a clip's ``labels`` (no paraphrases).
 Speed (``speed=s``, training only): each sample, each epoch, is played at a speed drawn from
 ``[1 - s, 1 + s]`` (from ``(seed, epoch)``): its frames linearly resampled, texts kept.
 
-Retrieval dropout (``retrieval_dropout=p``, training only, ``model.retrieval.dropout``): each
-epoch a share ``p`` of the samples (drawn from ``(seed, epoch)``) carry no retrieved texts, so the
-encoder reads their motion alone and the decoder cannot lean on the neighbours' texts for them.
-
 Annotators (``annotators=A > 0``, ``model.annotators``): the labels are written by ``A``
 annotators in a fixed order, ``labels[i]`` by annotator ``i`` and ``augmented_labels[i]`` a
 paraphrase of ``labels[i]``; each training item carries the ``annotator`` of its text, and, when
@@ -102,7 +98,7 @@ class MotionTextDataset(Dataset):
                  normalise: str = "root_first_frame", reference: bool = False,
                  train: bool = True, seed: int = 0, source: str = "<records>",
                  min_frames: int = 1, on_bad: str = "strict", mirror: float = 0.0, rotate: float = 0.0,
-                 speed: float = 0.0, annotators: int = 0, retrieval_dropout: float = 0.0) -> None:
+                 speed: float = 0.0, annotators: int = 0) -> None:
         _check_choice("segment", segment, SEGMENT_CHOICES)
         _check_choice("labels", labels, LABEL_MODES)
         _check_choice("normalise", normalise, NORMALISATIONS)
@@ -122,9 +118,6 @@ class MotionTextDataset(Dataset):
         if not 0.0 <= speed < 1.0:
             raise ValueError(f"speed: expected a number in [0, 1), found {speed!r}")
         self.speed = float(speed) if train else 0.0  # samples played at a speed in [1 - speed, 1 + speed]
-        if not 0.0 <= retrieval_dropout <= 1.0:
-            raise ValueError(f"retrieval_dropout: expected a probability in [0, 1], found {retrieval_dropout!r}")
-        self.retrieval_dropout = float(retrieval_dropout) if train else 0.0  # samples without retrieved texts
         self.source = source
         use_standard = reference and bool(standards)
         self._std_cache: dict[tuple[str, int, int], np.ndarray] = {}
@@ -250,8 +243,6 @@ class MotionTextDataset(Dataset):
         self._turns = turn_rng.uniform(-self.rotate, self.rotate, len(self._items))  # (num_samples,) degrees
         speed_rng = np.random.default_rng([int(self.seed), self.epoch, 3])
         self._speeds = speed_rng.uniform(1.0 - self.speed, 1.0 + self.speed, len(self._items))  # (num_samples,)
-        withheld_rng = np.random.default_rng([int(self.seed), self.epoch, 4])
-        self._withheld = withheld_rng.random(len(self._items)) < self.retrieval_dropout  # (num_samples,)
 
     # ---- access ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -275,8 +266,6 @@ class MotionTextDataset(Dataset):
             item["annotator"] = clip.annotators[text_index]
             if item.get("retrieved_by_annotator") is not None:  # that annotator's texts of the neighbours
                 item["retrieved"] = item["retrieved_by_annotator"][item["annotator"]]
-        if self.retrieval_dropout and self._withheld[index] and item.get("retrieved") is not None:
-            item["retrieved"] = []  # the encoder reads the motion alone (the collator keeps one EOS token)
         if self.speed:
             item = self._speed_item(item, float(self._speeds[index]))
         if self.mirror and self._mirrored[index]:
