@@ -235,18 +235,15 @@ def generate_captions(model, dataset, data: Data, cfg: schema.Config, dist: dist
 
 def caption_batch(model, batch: dict, cfg: schema.Config, data: Data) -> list[str]:
     """One caption per clip: the best beam, or with ``eval.rerank`` the one of that many beam
-    candidates (and ``eval.rerank_samples`` sampled ones; each annotator's, with
-    ``model.annotators``) with the highest CIDEr-D against the clip's pool of retrieved training
-    texts (:func:`evaluation.inference.reranked_captions`)."""
-    from evaluation.inference import annotators_to_write, for_annotator, reranked_captions
+    candidates (and ``eval.rerank_samples`` sampled ones) with the highest CIDEr-D against the
+    clip's pool of retrieved training texts (:func:`evaluation.inference.reranked_captions`)."""
+    from evaluation.inference import reranked_captions
 
-    annotators = annotators_to_write(model, cfg)
-    if not cfg.eval.rerank:  # a model that tells annotators apart writes as the first of eval.annotators
-        return model.generate(for_annotator(batch, annotators[0]), num_beams=cfg.eval.num_beams,
-                              max_new_tokens=cfg.eval.max_new_tokens)
+    if not cfg.eval.rerank:
+        return model.generate(dict(batch), num_beams=cfg.eval.num_beams, max_new_tokens=cfg.eval.max_new_tokens)
     return reranked_captions(model, batch, candidates=cfg.eval.rerank, samples=cfg.eval.rerank_samples,
                              temperature=cfg.eval.rerank_temperature, num_beams=cfg.eval.num_beams,
-                             max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed, annotators=annotators,
+                             max_new_tokens=cfg.eval.max_new_tokens, seed=cfg.seed,
                              source=cfg.eval.rerank_candidates, logprob_weight=cfg.eval.rerank_logprob)
 
 

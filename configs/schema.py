@@ -140,11 +140,6 @@ class ModelConfig:
     reference: str = "none"  # none | subtract
     prompt: str = ""  # task prompt whose token embeddings precede the motion tokens (encoder side)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-    # texts written by this many annotators in a fixed order (BX: labels[i] is coach i's, and
-    # augmented_labels[i] paraphrases labels[i]); > 0: the captioner is told whose text it writes
-    # (a learnt annotator token before the motion tokens) and reads that annotator's texts of the
-    # retrieved clips (models/captioner.py); 0: off
-    annotators: int = 0
     t5: T5Section = field(default_factory=T5Section)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
 
@@ -197,7 +192,6 @@ class EvalConfig:
     rerank_temperature: float = 1.0  # softmax temperature of those samples
     rerank_candidates: str = "generated"  # generated | both (+ the retrieved training texts) | retrieved (those alone)
     rerank_logprob: float = 0.0  # weight of the model's log-probability of a candidate (nats) in its score
-    annotators: list[int] = field(default_factory=list)  # whose captions are written (model.annotators); empty: all
     log_test: bool = False  # also score the test split at each evaluation (logged, never used to choose)
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
     num_logged_samples: int = 4
@@ -242,14 +236,13 @@ POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.
 NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "model.t5.lora.r",
                 "train.keep_epoch_checkpoints", "train.limit_steps", "data.num_workers",
                 "eval.num_logged_pictures", "train.early_stop", "eval.rerank", "eval.rerank_samples", "eval.rerank_logprob", "model.retrieval.k", "train.scst.epochs",
-                "model.annotators",
                 "model.encoder.dropout", "model.projection.dropout")
 
 # Options that lost on validation and were removed (last in commit RETIRED_IN), with their old
 # defaults: a config or checkpoint written before carries them at these values, which are dropped
 # silently; any other value describes a model that can no longer be built, and is refused.
 RETIRED_IN = "67d6cae"
-RETIRED = {"model.retrieval.copy": False, "model.retrieval.dropout": 0.0}
+RETIRED = {"model.annotators": 0, "eval.annotators": [], "model.retrieval.copy": False, "model.retrieval.dropout": 0.0}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,9 +359,6 @@ def validate(cfg: Config) -> Config:
         if value and not cfg.eval.rerank:
             raise ConfigError(f"{key}: only used when reranking; set eval.rerank > 0 (found eval.rerank=0, "
                               f"{key}={value!r})")
-    if cfg.eval.rerank_logprob and cfg.model.annotators:
-        raise ConfigError(f"eval.rerank_logprob: the model's log-probability needs one voice, but model.annotators="
-                          f"{cfg.model.annotators} writes as several annotators; set eval.rerank_logprob=0")
     if not 0.0 <= cfg.train.label_smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing: expected a number in [0, 1), found {cfg.train.label_smoothing!r}")
     if not 0.0 <= cfg.data.speed < 1.0:
@@ -377,10 +367,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"data.rotate: expected degrees in [0, 180], found {cfg.data.rotate!r}")
     if not 0.0 <= cfg.data.val_split.fraction < 1.0:
         raise ConfigError(f"data.val_split.fraction: expected a number in [0, 1), found {cfg.data.val_split.fraction!r}")
-    bad = [a for a in cfg.eval.annotators if not 0 <= a < cfg.model.annotators]
-    if bad or (cfg.eval.annotators and not cfg.model.annotators):
-        raise ConfigError(f"eval.annotators: expected indices of the model's annotators, 0 to "
-                          f"{cfg.model.annotators - 1} (model.annotators={cfg.model.annotators}), found {cfg.eval.annotators!r}")
     _validate_lists(cfg)
     if cfg.data.kind == "pickle" and not cfg.data.root:
         raise ConfigError("data.root: expected the folder holding the dataset pickles "

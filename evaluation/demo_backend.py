@@ -139,19 +139,14 @@ class DemoRun:
         return getattr(self.model, "retriever", None) is not None
 
     def candidates_text(self, rerank: int) -> str:
-        """"5 beam candidates" (and "and 10 sampled ones" with ``eval.rerank_samples``; "of each of
-        3 annotators" for a model that tells annotators apart; the retrieved texts with
-        ``eval.rerank_candidates``; "scored with the model's log-probability" with
+        """"5 beam candidates" (and "and 10 sampled ones" with ``eval.rerank_samples``; the retrieved
+        texts with ``eval.rerank_candidates``; "scored with the model's log-probability" with
         ``eval.rerank_logprob``)."""
-        from evaluation.inference import annotators_to_write
-
         ev = self.cfg.eval
         if ev.rerank_candidates == "retrieved":
             text = "the nearest training clips' texts"
         else:
-            writers = [a for a in annotators_to_write(self.model, self.cfg) if a is not None]
             text = (f"{rerank} beam candidates" + (f" and {ev.rerank_samples} sampled ones" if ev.rerank_samples else "")
-                    + (f" of each of {len(writers)} annotators" if len(writers) > 1 else "")
                     + (" and the nearest training clips' texts" if ev.rerank_candidates == "both" else ""))
         return text + (f" (plus {ev.rerank_logprob:g} x the model's log-probability)" if ev.rerank_logprob else "")
 

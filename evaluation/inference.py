@@ -39,7 +39,7 @@ from dataloaders.skeleton import NUM_JOINTS
 
 __all__ = ["UsageError", "MOTION_SUFFIXES", "DATASET_SUFFIXES", "load_model", "read_motion",
            "records_from_inputs", "run_data_files", "data_frame", "read_standards", "standard_for_every_clip", "pair_with_standards", "choose_segment",
-           "build_dataset", "iter_batches", "generation_kwargs", "caption_records", "uses_standards", "annotators_to_write", "for_annotator",
+           "build_dataset", "iter_batches", "generation_kwargs", "caption_records", "uses_standards",
            "reranked_captions"]
 
 log = logging.getLogger("motion2text.inference")
@@ -331,7 +331,7 @@ def collator_for(model: Any, cfg: Any) -> Any:
     if getattr(model, "retriever", None) is None or not r.k:
         return Collator(tokenizer=None)
     return Collator(model.tokenizer, max_target_len=cfg.data.max_target_len, retrieved_texts=r.texts,
-                    retrieved_max_tokens=r.max_tokens, annotators=cfg.model.annotators)
+                    retrieved_max_tokens=r.max_tokens)
 
 
 def iter_batches(dataset: Any, batch_size: int, device: torch.device | str = "cpu", collate: Any = None
@@ -366,66 +366,38 @@ def clip_slice(batch: Mapping[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
-def annotators_to_write(model: Any, cfg: Any) -> list[int | None]:
-    """Whose captions to write: ``eval.annotators`` (all of them when empty) for a model that tells
-    annotators apart (``model.annotators``), else ``[None]`` (the model's one voice)."""
-    if getattr(model, "annotator", None) is None:
-        return [None]
-    return list(cfg.eval.annotators) or list(range(model.annotator.num_embeddings))
-
-
-def for_annotator(batch: Mapping[str, Any], annotator: int | None) -> dict[str, Any]:
-    """The batch to caption as ``annotator`` writes: ``annotators`` (N,) all ``annotator`` and, when
-    the batch carries each annotator's retrieved texts (``annotator_inputs``), that annotator's as
-    ``retrieved_ids`` / ``retrieved_mask``. ``None``: the batch as it is (a model without annotators)."""
-    if annotator is None:
-        return dict(batch)
-    device = batch["x"].device
-    out = {k: v for k, v in batch.items() if k != "annotator_inputs"}
-    out["annotators"] = torch.full((len(batch["video_names"]),), int(annotator), dtype=torch.long, device=device)
-    if batch.get("annotator_inputs"):
-        out.update({k: v.to(device) for k, v in batch["annotator_inputs"][annotator].items()})
-    return out
-
-
 def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, samples: int = 0,
                       temperature: float = 1.0, num_beams: int = 1, max_new_tokens: int = 64,
-                      seed: int = 0, annotators: Sequence[int | None] = (None,), source: str = "generated",
+                      seed: int = 0, source: str = "generated",
                       logprob_weight: float = 0.0) -> list[str]:
     """One caption per clip: of ``candidates`` beam candidates and ``samples`` sampled ones, the
     one with the highest CIDEr-D against the clip's pool of retrieved training texts
     (``eval.rerank``, ``eval.rerank_samples``). Each clip's samples are drawn from
     :func:`clip_seed` (pure sampling at ``temperature``), so neither the batch a clip falls in
     nor the rank that captions it changes them; training's evaluation and ``caption.py`` agree.
-    With ``annotators`` (:func:`annotators_to_write`), each one writes its own candidates and all
-    of them are reranked together (ties: the first annotator's first beam).
 
     ``source`` (``eval.rerank_candidates``): ``"generated"`` (the above), ``"both"`` (the pool's
     texts are candidates too, each scored against the others) or ``"retrieved"`` (the pool's texts
     alone: nothing is generated, the model only scores). ``logprob_weight``
     (``eval.rerank_logprob``): each candidate's score gains that weight times the model's
-    log-probability of it given the clip (:meth:`models.captioner.Captioner.text_log_probs`; a
-    model without annotators only). The global random state is changed; callers that care fork it."""
+    log-probability of it given the clip (:meth:`models.captioner.Captioner.text_log_probs`).
+    The global random state is changed; callers that care fork it."""
     from dataloaders.retrieval import candidate_lists, rerank
 
     n = len(batch["video_names"])
     groups: list[list[str]] = [[] for _ in range(n)]
-    for annotator in annotators if source != "retrieved" else ():
-        written = for_annotator(batch, annotator)
-        texts = model.generate(written, num_beams=max(candidates, num_beams), num_return_sequences=candidates,
+    if source != "retrieved":
+        texts = model.generate(dict(batch), num_beams=max(candidates, num_beams), num_return_sequences=candidates,
                                max_new_tokens=max_new_tokens)  # (N * candidates,), each clip's together
         for i, name in enumerate(batch["video_names"]):
             groups[i] += texts[i * candidates:(i + 1) * candidates]
             if samples:
-                torch.manual_seed(clip_seed(seed, name if annotator is None else f"{name}#{annotator}"))
-                groups[i] += model.generate(clip_slice(written, i), do_sample=True, top_k=0, temperature=temperature,
+                torch.manual_seed(clip_seed(seed, name))
+                groups[i] += model.generate(clip_slice(batch, i), do_sample=True, top_k=0, temperature=temperature,
                                             num_return_sequences=samples, max_new_tokens=max_new_tokens)
     retrieved = source != "generated"
     log_probs = None
     if logprob_weight:
-        if list(annotators) != [None]:
-            raise UsageError("eval.rerank_logprob scores candidates under one voice; a model that tells "
-                             "annotators apart (model.annotators) has several")
         log_probs = model.text_log_probs(dict(batch), candidate_lists(groups, batch["pools"], retrieved))
     return rerank(groups, batch["pools"], model.retriever.df, retrieved=retrieved, log_probs=log_probs,
                   weight=logprob_weight)
@@ -490,12 +462,10 @@ def caption_records(model: Any, cfg: Any, records: Sequence[dict],
                                      temperature=cfg.eval.rerank_temperature,
                                      num_beams=int(generate.get("num_beams", 1)),
                                      max_new_tokens=int(generate["max_new_tokens"]), seed=cfg.seed,
-                                     annotators=annotators_to_write(model, cfg),
                                      source=cfg.eval.rerank_candidates, logprob_weight=cfg.eval.rerank_logprob)
             groups = [[text] for text in best]
-        else:  # as the first of eval.annotators writes, for a model that tells annotators apart
-            written = for_annotator(batch, annotators_to_write(model, cfg)[0])
-            texts = model.generate(written, **generate)  # (N * per_clip,) texts, each clip's together
+        else:
+            texts = model.generate(dict(batch), **generate)  # (N * per_clip,) texts, each clip's together
             groups = [texts[i * per_clip:(i + 1) * per_clip] for i in range(len(batch["video_names"]))]
         captions.update(zip(batch["video_names"], groups))
     return captions

@@ -475,10 +475,6 @@ def clip_attention(model: Any, batch: Mapping[str, Any], layers: str = "all",
     if layers not in ("all", "last"):
         raise ValueError(f"layers must be 'all' or 'last', got {layers!r}")
     generate = {"max_new_tokens": 64, **generate, "num_return_sequences": 1}
-    if getattr(model, "annotator", None) is not None and batch.get("annotators") is None:
-        from evaluation.inference import for_annotator
-
-        batch = for_annotator(batch, 0)  # a model that tells annotators apart: as the first one writes
     was_training = model.training
     model.eval()
     try:
@@ -500,9 +496,9 @@ def _one_clip(model: Any, batch: Mapping[str, Any], i: int, ids: list[int], cros
     eos = model.t5.config.eos_token_id
     n_words = ids.index(eos) + 1 if eos in ids else len(ids)
     ids = ids[:n_words]
-    prefix = int(model.prefix_ids.numel()) + (1 if getattr(model, "annotator", None) is not None else 0)
+    prefix = int(model.prefix_ids.numel())
     end = cross.shape[1] - (batch["retrieved_ids"].shape[1] if batch.get("retrieved_ids") is not None else 0)
-    rows = cross[:n_words]  # (W, L): prompt, annotator token, motion tokens, retrieved texts
+    rows = cross[:n_words]  # (W, L): prompt, motion tokens, retrieved texts
     valid = mask[prefix:end].astype(bool)  # (L_motion,): padded frames are masked out
     motion = rows[:, prefix:end][:, valid]  # (W, L_motion)
     motion = motion / np.clip(motion.sum(axis=1, keepdims=True), 1e-12, None)

@@ -50,7 +50,7 @@ def build_model(cfg: schema.Config, tokenizer: Any, t5: Any = None, t5_config: d
     projection = Projection(width, t5.config.d_model, policy=cfg.model.projection.policy,
                             num_joints=graph.num_nodes, dropout=cfg.model.projection.dropout)
     return Captioner(encoder, projection, t5, tokenizer, reference=cfg.model.reference,
-                     prompt=cfg.model.prompt, annotators=cfg.model.annotators)
+                     prompt=cfg.model.prompt)
 
 
 def tokenizer_files_of(tok: Any) -> dict[str, str]:
