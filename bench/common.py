@@ -181,7 +181,8 @@ def load_source(kind: str = "auto", per_kind: int = 16, tmp_dir: Path | None = N
 
 
 def train_dataset(source: Source, reference: bool = True) -> MotionTextDataset:
-    """The training samples as boxing_ref.yaml builds them: aligned segment, paraphrases added."""
+    """The training samples as configs/boxing.yaml builds them with ``data.segment=aligned
+    model.reference=subtract data.mirror=0``: aligned segment, standards, paraphrases added."""
     return MotionTextDataset(source.train, source.standards, segment="aligned", labels="all",
                              augmented_labels=True, reference=reference, train=True,
                              source=str(source.train_file))

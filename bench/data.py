@@ -6,9 +6,10 @@ on one core, and the first-load time of the dataset.
 
 First load (cold: the first time in this process; the OS file cache is not dropped): reading the
 standards and the train / test pickles (``load_standards``, ``load_records``: safe unpickling and
-validation) and building the datasets as boxing_ref.yaml does (aligned segments, standards
-resampled to each clip, paraphrases added), which computes every clip's joint + bone features
-once. A second, warm load is timed for comparison, and the tokenizer's training for reference.
+validation) and building the datasets as configs/boxing.yaml does with ``data.segment=aligned
+model.reference=subtract data.mirror=0`` (aligned segments, standards resampled to each clip,
+paraphrases added), which computes every clip's joint + bone features once. A second, warm
+load is timed for comparison, and the tokenizer's training for reference.
 
 Throughput: ``--epochs`` passes over the training samples in shuffled batches of ``--batch``,
 each pass timed; the figure is the median pass. Rows: ``__getitem__`` alone, with the Collator

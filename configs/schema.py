@@ -136,8 +136,6 @@ class RetrievalConfig:
     texts: int = 3  # their texts placed on the encoder side, most central (consensus) first
     max_tokens: int = 40  # tokens kept of each retrieved text
     exclude: str = "self"  # self | learner: what a training clip may not retrieve (new-learner: learner)
-    copy: bool = False  # pointer-generator head: the decoder may copy retrieved tokens (models/copy_head.py)
-    dropout: float = 0.0  # share of training samples, each epoch, given no retrieved texts (the motion alone)
 
 
 @dataclass
@@ -147,11 +145,6 @@ class ModelConfig:
     reference: str = "none"  # subtract: the standard's features, subtracted, join the learner's (models/captioner.py)
     prompt: str = ""  # task prompt whose token embeddings precede the motion tokens (encoder side)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-    # texts written by this many annotators in a fixed order (BX: labels[i] is coach i's, and
-    # augmented_labels[i] paraphrases labels[i]); > 0: the captioner is told whose text it writes
-    # (a learnt annotator token before the motion tokens) and reads that annotator's texts of the
-    # retrieved clips (models/captioner.py); 0: off
-    annotators: int = 0
     t5: T5Section = field(default_factory=T5Section)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
 
@@ -204,7 +197,6 @@ class EvalConfig:
     rerank_temperature: float = 1.0  # softmax temperature of those samples
     rerank_candidates: str = "generated"  # generated | both (+ the retrieved training texts) | retrieved (those alone)
     rerank_logprob: float = 0.0  # weight of the model's log-probability of a candidate (nats) in its score
-    annotators: list[int] = field(default_factory=list)  # whose captions are written (model.annotators); empty: all
     log_test: bool = False  # also score the test split at each evaluation (logged, never used to choose)
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
     num_logged_samples: int = 4  # captions beside a reference in train.log and TensorBoard at each evaluation
@@ -249,11 +241,44 @@ POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.
 NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "model.t5.lora.r",
                 "train.keep_epoch_checkpoints", "train.limit_steps", "data.num_workers",
                 "eval.num_logged_pictures", "train.early_stop", "eval.rerank", "eval.rerank_samples", "eval.rerank_logprob", "model.retrieval.k", "train.scst.epochs",
-                "model.annotators",
                 "model.encoder.dropout", "model.projection.dropout")
+
+# Options that lost on validation and were removed (last in commit RETIRED_IN), with their old
+# defaults: a config or checkpoint written before carries them at these values, which are dropped
+# silently; any other value describes a model that can no longer be built, and is refused.
+RETIRED_IN = "67d6cae"
+RETIRED = {"model.annotators": 0, "eval.annotators": [], "model.retrieval.copy": False, "model.retrieval.dropout": 0.0}
 
 
 # ---------------------------------------------------------------------------------------------
+def _at_old_default(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return value is default
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and value == default
+    return type(value) is type(default) and value == default
+
+
+def _drop_key(node: dict, parts: list[str], key: str, default: Any) -> dict:
+    head, rest = parts[0], parts[1:]
+    if head not in node or (rest and not isinstance(node[head], dict)):
+        return node  # absent, or not a section (a type error that _build reports)
+    if rest:
+        return {**node, head: _drop_key(node[head], rest, key, default)}
+    if not _at_old_default(node[head], default):
+        raise ConfigError(f"{key} was retired (last in commit {RETIRED_IN}); this config sets it to "
+                          f"{node[head]!r} (only its old default {default!r} is still accepted)")
+    return {k: v for k, v in node.items() if k != head}
+
+
+def drop_retired(raw: dict) -> dict:
+    """``raw`` (a config as a nested dict) without the :data:`RETIRED` keys at their old defaults;
+    a retired key at another value is a :class:`ConfigError` naming it. ``raw`` is not changed."""
+    for key, default in RETIRED.items():
+        raw = _drop_key(raw, key.split("."), key, default)
+    return raw
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -329,10 +354,6 @@ def validate(cfg: Config) -> Config:
     if cfg.train.scst.epochs and cfg.train.scst.samples < 2:
         raise ConfigError(f"train.scst.samples: expected 2 or more (each sample's baseline is the mean reward "
                           f"of the others), found {cfg.train.scst.samples!r}")
-    if not 0.0 <= cfg.model.retrieval.dropout <= 1.0:
-        raise ConfigError(f"model.retrieval.dropout: expected a probability in [0, 1], found {cfg.model.retrieval.dropout!r}")
-    if cfg.model.retrieval.dropout and not cfg.model.retrieval.k:
-        raise ConfigError("model.retrieval.dropout: withholds retrieved texts, but model.retrieval.k=0 retrieves none")
     if not 0.0 <= cfg.data.mirror <= 1.0:
         raise ConfigError(f"data.mirror: expected a probability in [0, 1], found {cfg.data.mirror!r}")
     if cfg.eval.rerank_samples and not cfg.eval.rerank:
@@ -343,9 +364,6 @@ def validate(cfg: Config) -> Config:
         if value and not cfg.eval.rerank:
             raise ConfigError(f"{key}: only used when reranking; set eval.rerank > 0 (found eval.rerank=0, "
                               f"{key}={value!r})")
-    if cfg.eval.rerank_logprob and cfg.model.annotators:
-        raise ConfigError(f"eval.rerank_logprob: the model's log-probability needs one voice, but model.annotators="
-                          f"{cfg.model.annotators} writes as several annotators; set eval.rerank_logprob=0")
     if not 0.0 <= cfg.train.label_smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing: expected a number in [0, 1), found {cfg.train.label_smoothing!r}")
     if not 0.0 <= cfg.data.speed < 1.0:
@@ -354,13 +372,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"data.rotate: expected degrees in [0, 180], found {cfg.data.rotate!r}")
     if not 0.0 <= cfg.data.val_split.fraction < 1.0:
         raise ConfigError(f"data.val_split.fraction: expected a number in [0, 1), found {cfg.data.val_split.fraction!r}")
-    if cfg.model.retrieval.copy and not cfg.model.retrieval.k:
-        raise ConfigError("model.retrieval.copy: copying needs retrieved texts; set model.retrieval.k > 0 "
-                          "(found model.retrieval.k=0)")
-    bad = [a for a in cfg.eval.annotators if not 0 <= a < cfg.model.annotators]
-    if bad or (cfg.eval.annotators and not cfg.model.annotators):
-        raise ConfigError(f"eval.annotators: expected indices of the model's annotators, 0 to "
-                          f"{cfg.model.annotators - 1} (model.annotators={cfg.model.annotators}), found {cfg.eval.annotators!r}")
     _validate_lists(cfg)
     if cfg.data.kind == "pickle" and not cfg.data.root:
         raise ConfigError("data.root: expected the folder holding the dataset pickles "
@@ -429,7 +440,7 @@ def load_typed(cls: type, path: Optional[str | Path] = None, overrides: list[str
     raw = read_yaml(path) if path is not None else {}
     raw = _merge(raw, parse_overrides(list(overrides or [])))
     try:
-        return _build(cls, raw)
+        return _build(cls, drop_retired(raw) if cls is Config else raw)
     except ConfigError as exc:
         where = f"config file {path}: " if path is not None else ""
         raise ConfigError(where + str(exc)) from None
@@ -454,7 +465,7 @@ def to_yaml(cfg: Config) -> str:
 
 
 def from_dict(raw: dict) -> Config:
-    return validate(_build(Config, raw))
+    return validate(_build(Config, drop_retired(raw)))
 
 
 def describe_keys() -> str:

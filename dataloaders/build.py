@@ -120,8 +120,7 @@ def build_data(cfg: Any, run_dir: Path, *, main: bool = True, barrier: Callable[
                   min_frames=cfg.model.encoder.temporal_kernel, on_bad=cfg.data.on_bad)
     train = MotionTextDataset(train_records, labels=cfg.data.labels, source=str(train_file),
                               augmented_labels=cfg.data.augmented_labels, train=True, mirror=cfg.data.mirror,
-                              rotate=cfg.data.rotate, speed=cfg.data.speed, annotators=cfg.model.annotators,
-                              retrieval_dropout=cfg.model.retrieval.dropout, **common)
+                              rotate=cfg.data.rotate, speed=cfg.data.speed, **common)
     val = MotionTextDataset(val_records, train=False, source=val_source, **common) if val_records else None
     test = MotionTextDataset(test_records, train=False, source=str(test_file), **common)
     texts = texts_of(train_records)
@@ -134,8 +133,7 @@ def build_data(cfg: Any, run_dir: Path, *, main: bool = True, barrier: Callable[
                                                       (test, test_records)])
     r = cfg.model.retrieval
     collate = Collator(tokenizer, max_target_len=cfg.data.max_target_len,
-                       retrieved_texts=r.texts if r.k else 0, retrieved_max_tokens=r.max_tokens,
-                       annotators=cfg.model.annotators)
+                       retrieved_texts=r.texts if r.k else 0, retrieved_max_tokens=r.max_tokens)
     return Data(train, val, test, tokenizer, collate, groups, texts, retriever)
 
 
@@ -161,15 +159,11 @@ def attach_retrieval(cfg: Any, train_records: list, datasets: list[tuple[Any, li
 
 def retrieval_fields(cfg: Any, retriever: Any, records: list) -> dict[str, dict[str, list]]:
     """``{field: {video_name: texts}}`` of the records for :meth:`MotionTextDataset.set_retrieved`:
-    ``retrieved`` (the encoder-side input, with ``model.retrieval.k``), ``retrieved_by_annotator``
-    (the same per annotator, with ``model.annotators`` too) and ``pool`` (with ``eval.rerank``)."""
+    ``retrieved`` (the encoder-side input, with ``model.retrieval.k``) and ``pool`` (with ``eval.rerank``)."""
     r, names = cfg.model.retrieval, [str(rec["video_name"]) for rec in records]
     fields = {}
     if r.k:
         fields["retrieved"] = dict(zip(names, retriever.texts(records, r.k, r.exclude)))
-    if r.k and cfg.model.annotators:
-        fields["retrieved_by_annotator"] = dict(zip(names, retriever.texts_by_annotator(
-            records, r.k, cfg.model.annotators, r.exclude)))
     if cfg.eval.rerank:
         fields["pool"] = dict(zip(names, retriever.texts(records, cfg.eval.rerank_k, r.exclude)))
     return fields

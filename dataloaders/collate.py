@@ -39,21 +39,15 @@ class Collator:
     ``None`` (when no item carries a standard), ``labels`` (N, L) long with -100 on padding (or
     ``None`` without a tokenizer), ``lengths`` (N,) long, ``video_names``, ``texts``,
     ``references``, ``motion_types``. ``T`` is the longest clip in this batch.
-
-    With annotators (``annotators > 0``, ``model.annotators``): ``annotators`` (N,) long when the
-    items carry their text's annotator (training); else, when they carry the neighbours' texts per
-    annotator, ``annotator_inputs``: per annotator, the ``retrieved_ids`` / ``retrieved_mask`` that
-    writing as that annotator reads (:func:`evaluation.inference.for_annotator` picks one).
     """
 
     def __init__(self, tokenizer: Any = None, max_target_len: int = 128, cache_limit: int = 200_000,
-                 retrieved_texts: int = 0, retrieved_max_tokens: int = 40, annotators: int = 0) -> None:
+                 retrieved_texts: int = 0, retrieved_max_tokens: int = 40) -> None:
         self.tokenizer = tokenizer
         self.max_target_len = max_target_len
         self.retrieved_texts = retrieved_texts  # retrieved texts per clip placed on the encoder side
         self.retrieved_max_tokens = retrieved_max_tokens  # tokens kept of each
         self.cache_limit = cache_limit
-        self.annotators = annotators  # annotators told apart (model.annotators); 0: off
         self._ids: dict[str, list[int]] = {}  # text -> token ids (truncated, with eos, unpadded)
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -73,19 +67,7 @@ class Collator:
             "motion_types": [item.get("motion_type") for item in items],
             "pools": [item.get("pool") for item in items],
             **self._retrieved([item.get("retrieved") for item in items]),
-            **self._annotators(items),
         }
-
-    def _annotators(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """``annotators`` (N,) of training items, or the ``annotator_inputs`` of evaluation items."""
-        if not self.annotators:
-            return {}
-        if items[0].get("annotator") is not None:
-            return {"annotators": torch.tensor([int(item["annotator"]) for item in items], dtype=torch.long)}
-        if items[0].get("retrieved_by_annotator") is None:
-            return {}
-        return {"annotator_inputs": [self._retrieved([item["retrieved_by_annotator"][a] for item in items])
-                                     for a in range(self.annotators)]}
 
     def _retrieved(self, per_item: Sequence[Sequence[str] | None]) -> dict[str, torch.Tensor]:
         """``retrieved_ids`` (N, R) and ``retrieved_mask`` (N, R): the first ``retrieved_texts``

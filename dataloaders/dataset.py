@@ -27,16 +27,6 @@ always all of a clip's ``labels`` (no paraphrases).
 Speed (``speed=s``, training only): each sample, each epoch, is played at a speed drawn from
 ``[1 - s, 1 + s]`` (from ``(seed, epoch)``): its frames linearly resampled, texts kept.
 
-Retrieval dropout (``retrieval_dropout=p``, training only, ``model.retrieval.dropout``): each
-epoch a share ``p`` of the samples (drawn from ``(seed, epoch)``) carry no retrieved texts, so the
-encoder reads their motion alone and the decoder cannot lean on the neighbours' texts for them.
-
-Annotators (``annotators=A > 0``, ``model.annotators``): the labels are written by ``A``
-annotators in a fixed order, ``labels[i]`` by annotator ``i`` and ``augmented_labels[i]`` a
-paraphrase of ``labels[i]``; each training item carries the ``annotator`` of its text, and, when
-the retrieved texts come per annotator (field ``retrieved_by_annotator``), its ``retrieved``
-texts are that annotator's. Evaluation items carry no annotator: the caller picks one
-(:func:`evaluation.inference.for_annotator`).
 """
 from __future__ import annotations
 
@@ -65,7 +55,6 @@ class _Clip:
     references: list[str]
     targets: list[str]
     motion_type: str | None
-    annotators: list[int]  # the annotator of each target (all 0 without model.annotators)
 
 
 def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
@@ -92,8 +81,6 @@ class MotionTextDataset(Dataset):
         on_bad: ``strict`` raises :class:`DataError` on a clip shorter than ``min_frames``;
             ``skip`` drops it with a warning (as ``data.on_bad`` does for invalid records).
         speed: training samples are played at a speed drawn from ``[1 - speed, 1 + speed]``.
-        annotators: number of annotators whose texts are told apart (see the module docstring);
-            a training clip with more labels (or paraphrases) than that is a :class:`DataError`.
     """
 
     def __init__(self, records: Sequence[Mapping[str, Any]],
@@ -102,7 +89,7 @@ class MotionTextDataset(Dataset):
                  normalise: str = "root_first_frame", reference: bool = False,
                  train: bool = True, seed: int = 0, source: str = "<records>",
                  min_frames: int = 1, on_bad: str = "strict", mirror: float = 0.0, rotate: float = 0.0,
-                 speed: float = 0.0, annotators: int = 0, retrieval_dropout: float = 0.0) -> None:
+                 speed: float = 0.0) -> None:
         _check_choice("segment", segment, SEGMENT_CHOICES)
         _check_choice("labels", labels, LABEL_MODES)
         _check_choice("normalise", normalise, NORMALISATIONS)
@@ -112,7 +99,6 @@ class MotionTextDataset(Dataset):
         self.segment, self.label_mode = segment, labels
         self.normalise, self.train, self.seed = normalise, train, seed
         self.use_augmented = augmented_labels
-        self.annotators = int(annotators)
         if not 0.0 <= mirror <= 1.0:
             raise ValueError(f"mirror: expected a probability in [0, 1], found {mirror!r}")
         self.mirror = float(mirror) if train else 0.0  # share of samples mirrored each epoch (augment.py)
@@ -122,9 +108,6 @@ class MotionTextDataset(Dataset):
         if not 0.0 <= speed < 1.0:
             raise ValueError(f"speed: expected a number in [0, 1), found {speed!r}")
         self.speed = float(speed) if train else 0.0  # samples played at a speed in [1 - speed, 1 + speed]
-        if not 0.0 <= retrieval_dropout <= 1.0:
-            raise ValueError(f"retrieval_dropout: expected a probability in [0, 1], found {retrieval_dropout!r}")
-        self.retrieval_dropout = float(retrieval_dropout) if train else 0.0  # samples without retrieved texts
         self.source = source
         use_standard = reference and bool(standards)
         self._std_cache: dict[tuple[str, int, int], np.ndarray] = {}
@@ -205,29 +188,16 @@ class MotionTextDataset(Dataset):
         standard = (None if standards is None
                     else self._standard_features(index, rec, standards, end - start))
         references = list(rec.get("labels") or [])
-        annotators = [0]
         if self.train:
             paraphrases = list(rec.get("augmented_labels") or []) if self.use_augmented else []
             targets = references + paraphrases
             if not targets:
                 raise DataError(f"{self._where(index, rec)}: key 'labels': expected at least one "
                                 f"training text, found none")
-            annotators = self._annotators_of(index, rec, len(references), len(paraphrases))
         else:
             targets = references[:1] or [""]
         return _Clip(str(rec["video_name"]), features, standard, references, targets,
-                     rec.get("motion_type"), annotators)
-
-    def _annotators_of(self, index: int, rec: Mapping[str, Any], labels: int, paraphrases: int) -> list[int]:
-        """The annotator of each training text: ``labels[i]`` and ``augmented_labels[i]`` are annotator
-        ``i``'s (all 0 when annotators are not told apart)."""
-        if not self.annotators:
-            return [0] * (labels + paraphrases)
-        for key, count in (("labels", labels), ("augmented_labels", paraphrases)):
-            if count > self.annotators:
-                raise DataError(f"{self._where(index, rec)}: key {key!r}: expected at most "
-                                f"{self.annotators} texts, one per annotator (model.annotators), found {count}")
-        return list(range(labels)) + list(range(paraphrases))
+                     rec.get("motion_type"))
 
     def _build_items(self) -> list[tuple[int, int]]:
         """(clip index, text index or -1 for "drawn per epoch") per sample."""
@@ -250,8 +220,6 @@ class MotionTextDataset(Dataset):
         self._turns = turn_rng.uniform(-self.rotate, self.rotate, len(self._items))  # (num_samples,) degrees
         speed_rng = np.random.default_rng([int(self.seed), self.epoch, 3])
         self._speeds = speed_rng.uniform(1.0 - self.speed, 1.0 + self.speed, len(self._items))  # (num_samples,)
-        withheld_rng = np.random.default_rng([int(self.seed), self.epoch, 4])
-        self._withheld = withheld_rng.random(len(self._items)) < self.retrieval_dropout  # (num_samples,)
 
     # ---- access ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -271,12 +239,6 @@ class MotionTextDataset(Dataset):
             "motion_type": clip.motion_type,
             **{field: texts.get(clip.video_name) for field, texts in self.retrieved.items()},
         }
-        if self.annotators and self.train:
-            item["annotator"] = clip.annotators[text_index]
-            if item.get("retrieved_by_annotator") is not None:  # that annotator's texts of the neighbours
-                item["retrieved"] = item["retrieved_by_annotator"][item["annotator"]]
-        if self.retrieval_dropout and self._withheld[index] and item.get("retrieved") is not None:
-            item["retrieved"] = []  # the encoder reads the motion alone (the collator keeps one EOS token)
         if self.speed:
             item = self._speed_item(item, float(self._speeds[index]))
         if self.mirror and self._mirrored[index]:
@@ -318,15 +280,11 @@ class MotionTextDataset(Dataset):
         for field in ("retrieved", "pool"):
             if item.get(field) is not None:
                 out[field] = [swap_left_right(t) for t in item[field]]
-        if item.get("retrieved_by_annotator") is not None:
-            out["retrieved_by_annotator"] = [[swap_left_right(t) for t in texts]
-                                             for texts in item["retrieved_by_annotator"]]
         return out
 
     def set_retrieved(self, texts: Mapping[str, Sequence[str]], field: str = "retrieved") -> None:
         """Give every item a ``field`` of retrieved training texts (see :mod:`dataloaders.retrieval`):
-        ``"retrieved"`` (the encoder-side input), ``"retrieved_by_annotator"`` (the same, one list
-        per annotator) or ``"pool"`` (what candidates are reranked against), from
+        ``"retrieved"`` (the encoder-side input) or ``"pool"`` (what candidates are reranked against), from
         ``{video_name: texts}``, which must cover every clip."""
         missing = [c.video_name for c in self._clips if c.video_name not in texts]
         if missing:

@@ -13,10 +13,6 @@ with document frequencies from the training references, as :mod:`evaluation.base
 them). The captioner reads the first few of them as text tokens beside the motion tokens, so
 its decoder can copy and edit them; the reranker scores beam candidates against all of them.
 
-With annotators told apart (``model.annotators``), :meth:`Retriever.texts_by_annotator` gives,
-per annotator, that annotator's label of each of the ``k`` nearest clips, nearest first: the
-captioner writing as annotator ``a`` reads annotator ``a``'s texts.
-
 What a clip may retrieve (``exclude``): never itself (``"self"``: leave-one-out, so a training
 clip does not see its own caption in its input), and, in the new-learner protocol, no clip of its
 own learner (``"learner"``), as a test clip of an unseen learner cannot.
@@ -165,10 +161,3 @@ class Retriever:
             pool = [t for i in row for t in self.labels[i]]
             out.append([pool[j] for j in consensus_order(pool, self.df)])
         return out
-
-    def texts_by_annotator(self, records: Sequence[Mapping[str, Any]], k: int, annotators: int,
-                           exclude: str = "self") -> list[list[list[str]]]:
-        """For each record and each annotator ``a < annotators``, ``labels[a]`` of its ``k``
-        nearest allowed training clips, nearest first (a clip with fewer labels gives none)."""
-        return [[[self.labels[i][a] for i in row if a < len(self.labels[i])] for a in range(annotators)]
-                for row in self.neighbours(records, k, exclude)]

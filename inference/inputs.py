@@ -302,7 +302,7 @@ def collator_for(model: Any, cfg: Any) -> Any:
     if getattr(model, "retriever", None) is None or not r.k:
         return Collator(tokenizer=None)
     return Collator(model.tokenizer, max_target_len=cfg.data.max_target_len, retrieved_texts=r.texts,
-                    retrieved_max_tokens=r.max_tokens, annotators=cfg.model.annotators)
+                    retrieved_max_tokens=r.max_tokens)
 
 
 def iter_batches(dataset: Any, batch_size: int, device: torch.device | str = "cpu", collate: Any = None

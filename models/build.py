@@ -50,7 +50,7 @@ def build_model(cfg: schema.Config, tokenizer: Any, t5: Any = None, t5_config: d
     projection = Projection(width, t5.config.d_model, policy=cfg.model.projection.policy,
                             num_joints=graph.num_nodes, dropout=cfg.model.projection.dropout)
     return Captioner(encoder, projection, t5, tokenizer, reference=cfg.model.reference,
-                     prompt=cfg.model.prompt, copy=cfg.model.retrieval.copy, annotators=cfg.model.annotators)
+                     prompt=cfg.model.prompt)
 
 
 def checkpoint_of_run(run_dir: str | Path) -> Path:
@@ -77,7 +77,10 @@ def model_from_payload(payload: dict, source: str | Path) -> tuple[Captioner, sc
     missing = [k for k in ("model", "config", "tokenizer") if not payload.get(k)]
     if missing:
         raise CheckpointError(f"{source}: not a Motion2Text training checkpoint (no {', '.join(missing)})")
-    cfg = schema.from_dict(payload["config"])
+    try:
+        cfg = schema.from_dict(payload["config"])
+    except schema.ConfigError as exc:  # e.g. an option retired since the checkpoint was written
+        raise CheckpointError(f"{source}: its config: {exc}") from None
     record = payload.get("t5") or {}
     settings = lora.lora_settings(cfg.model.t5.lora)
     if "lora" in record and record["lora"] != settings:

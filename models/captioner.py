@@ -16,15 +16,7 @@ With retrieval (``model.retrieval.k > 0``, :mod:`dataloaders.retrieval`), the te
 nearest training clips arrive as ``retrieved_ids`` / ``retrieved_mask``; their token embeddings
 follow the motion tokens on the encoder side, so the decoder can copy from them and edit them.
 ``retriever`` (set by training and by :func:`models.build.load_trained`) finds those texts for
-new clips. With ``copy=True`` (``model.retrieval.copy``) a pointer-generator head
-(:mod:`models.copy_head`) lets the decoder copy their tokens directly.
-
-With ``annotators=A > 0`` (``model.annotators``) the texts are known to come from ``A`` annotators
-who each write in their own way (BX: three coaches, one writing a long per-learner comment, one a
-short one, one a remark on the clip). A learnt embedding of the annotator whose text is the target
-(``batch["annotators"]``, (N,)) is one more encoder token, after the prompt and before the motion
-tokens, so the decoder learns each annotator's texts instead of an average of them; at inference
-the caller says whose caption to write (:func:`evaluation.inference.for_annotator`).
+new clips.
 """
 from __future__ import annotations
 
@@ -35,13 +27,11 @@ from torch import nn
 
 from configs.schema import REFERENCE_MODES
 
-from .copy_head import CopyHead
-
 
 
 class Captioner(nn.Module):
     def __init__(self, encoder: nn.Module, projection: nn.Module, t5: nn.Module, tokenizer: Any,
-                 reference: str = "none", prompt: str = "", copy: bool = False, annotators: int = 0) -> None:
+                 reference: str = "none", prompt: str = "") -> None:
         super().__init__()
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
@@ -55,14 +45,6 @@ class Captioner(nn.Module):
         self.label_smoothing = 0.0  # training's train.label_smoothing (set by the trainer)
         ids = tokenizer(prompt, add_special_tokens=False)["input_ids"] if prompt else []
         self.register_buffer("prefix_ids", torch.tensor(ids, dtype=torch.long), persistent=False)
-        self.copy: CopyHead | None = None
-        self.annotator: nn.Embedding | None = None
-        if annotators:
-            self.annotator = nn.Embedding(annotators, t5.config.d_model)
-            nn.init.normal_(self.annotator.weight, std=float(t5.get_input_embeddings().weight.detach().std()))
-        if copy:
-            self.copy = CopyHead(t5.config.d_model)
-            self.copy.attach(t5)
 
     # ----------------------------------------------------------------------------------------
     def standard_input(self, batch: dict) -> torch.Tensor:
@@ -101,29 +83,11 @@ class Captioner(nn.Module):
             prompt = prompt.to(tokens.dtype).unsqueeze(0).expand(n, -1, -1)  # (N, P, D)
             tokens = torch.cat([prompt, tokens], dim=1)  # (N, P + L, D)
             token_mask = torch.cat([token_mask.new_ones(n, prompt.shape[1]), token_mask], dim=1)  # (N, P + L)
-        if self.annotator is not None:
-            tokens, token_mask = self.with_annotator_token(batch, tokens, token_mask)
         if batch.get("retrieved_ids") is not None:
             texts = self.t5.get_input_embeddings()(batch["retrieved_ids"]).to(tokens.dtype)  # (N, R, D)
             tokens = torch.cat([tokens, texts], dim=1)  # (N, L' + R, D)
             token_mask = torch.cat([token_mask, batch["retrieved_mask"].to(token_mask.dtype)], dim=1)
-            if self.copy is not None:  # the retrieved tokens end the encoder input: the copy head's memory
-                self.copy.expect(batch["retrieved_ids"], batch["retrieved_mask"])
-        elif self.copy is not None:
-            raise ValueError("this model copies from retrieved texts (model.retrieval.copy) but the batch "
-                             "has no retrieved_ids")
         return tokens, token_mask
-
-    def with_annotator_token(self, batch: dict, tokens: torch.Tensor, token_mask: torch.Tensor
-                             ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The annotator's embedding before ``tokens`` (N, L, D) -> (N, 1 + L, D), and its mask."""
-        who = batch.get("annotators")
-        if who is None:
-            raise ValueError(f"this model writes as one of {self.annotator.num_embeddings} annotators "
-                             f"(model.annotators) but the batch says not whose caption to write: give "
-                             f"batch['annotators'] (evaluation.inference.for_annotator)")
-        token = self.annotator(who.to(tokens.device)).to(tokens.dtype).unsqueeze(1)  # (N, 1, D)
-        return torch.cat([token, tokens], dim=1), torch.cat([token_mask.new_ones(token.shape[0], 1), token_mask], dim=1)
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Teacher-forced cross-entropy of the target texts (labels padded with -100).

@@ -1,8 +1,7 @@
 """dataloaders.augment and data.mirror: mirroring twice is the identity, mirrored features equal
 the features of mirrored coordinates (computed independently), side words swap with their case,
 and the dataset mirrors a share of samples that depends on (seed, epoch) only; rotation and speed
-against independently transformed coordinates; retrieval dropout withholds the retrieved texts of
-a (seed, epoch) share of training samples only."""
+against independently transformed coordinates."""
 from __future__ import annotations
 
 import numpy as np
@@ -169,50 +168,3 @@ def test_a_speed_of_one_or_more_is_refused_naming_the_key():
     with pytest.raises(ValueError, match="speed"):
         MotionTextDataset(records(), speed=-0.1)
 
-
-def test_retrieval_dropout_withholds_a_share_of_samples_drawn_from_seed_and_epoch():
-    import pytest
-
-    from configs import schema
-    from dataloaders.collate import Collator
-    from tests.test_retrieval import FakeTokenizer
-
-    def dataset(p, n=200, **kw):
-        ds = MotionTextDataset(records(n), seed=3, retrieval_dropout=p, **kw)
-        ds.set_retrieved({r["video_name"]: [f"neighbour text of {r['video_name']}"] for r in records(n)})
-        return ds
-
-    kept = dataset(0.0)
-    assert all(kept[i]["retrieved"] for i in range(len(kept)))
-    half = dataset(0.5)
-    withheld = [half[i]["retrieved"] == [] for i in range(len(half))]
-    assert 60 < sum(withheld) < 140
-    for i in range(len(half)):  # the rest of the item is untouched
-        assert half[i]["text"] == kept[i]["text"] and half[i]["retrieved"] in ([], kept[i]["retrieved"])
-    assert [dataset(0.5)[i]["retrieved"] == [] for i in range(len(half))] == withheld  # from (seed, epoch) only
-    half.set_epoch(1)
-    assert [half[i]["retrieved"] == [] for i in range(len(half))] != withheld
-    assert all(dataset(1.0, train=False)[i]["retrieved"] for i in range(20))  # never at evaluation
-    # the collator gives a withheld sample one end-of-sequence token, unmasked
-    every = dataset(1.0, n=4)
-    batch = Collator(FakeTokenizer(), retrieved_texts=3, retrieved_max_tokens=8)([every[i] for i in range(4)])
-    assert batch["retrieved_ids"].tolist() == [[FakeTokenizer.eos_token_id]] * 4
-    assert batch["retrieved_mask"].tolist() == [[1]] * 4
-    with pytest.raises(schema.ConfigError, match=r"model.retrieval.dropout: expected a probability in \[0, 1\]"):
-        schema.load_config("configs/boxing.yaml", ["model.retrieval.dropout=1.5"])
-    with pytest.raises(schema.ConfigError, match="model.retrieval.k=0 retrieves none"):
-        schema.load_config("configs/synthetic.yaml", ["model.retrieval.dropout=0.5"])
-    with pytest.raises(ValueError, match="retrieval_dropout"):
-        MotionTextDataset(records(), retrieval_dropout=-0.1)
-
-
-def test_model_retrieval_dropout_reaches_the_training_split_only(tmp_path):
-    from configs import schema
-    from dataloaders.build import build_data
-
-    cfg = schema.load_config("configs/synthetic.yaml", [
-        f"results_dir={tmp_path}", "data.synthetic.train_per_kind=2", "data.synthetic.test_per_kind=1",
-        "model.tokenizer.vocab_size=200", "model.retrieval.k=2", "model.retrieval.dropout=0.5"])
-    data = build_data(cfg, tmp_path / "run", main=True, barrier=lambda: None)
-    assert data.train.retrieval_dropout == 0.5 and data.test.retrieval_dropout == 0.0
-    assert data.val is None or data.val.retrieval_dropout == 0.0

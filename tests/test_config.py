@@ -92,3 +92,98 @@ def test_missing_and_malformed_files(tmp_path):
     top.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping at the top level"):
         load_config(top)
+
+
+# ---- retired options (model.annotators, eval.annotators, model.retrieval.copy / dropout) ---------
+def as_written_before(cfg, **model_changes):
+    """``cfg`` as a resolved config of commit 67d6cae holds it: the retired keys at their old
+    defaults (``model_changes`` set model keys, e.g. annotators=3)."""
+    import copy
+
+    old = copy.deepcopy(schema.to_dict(cfg))
+    old["model"]["retrieval"].update(copy=False, dropout=0.0)
+    old["model"]["annotators"] = 0
+    old["model"].update(model_changes)
+    old["eval"]["annotators"] = []
+    return old
+
+
+def test_retired_keys_at_their_old_defaults_are_dropped_silently(tmp_path):
+    import yaml
+
+    cfg = load_config("configs/boxing.yaml")
+    old = as_written_before(cfg)
+    assert schema.to_dict(schema.from_dict(old)) == schema.to_dict(cfg)  # a checkpoint's config
+    assert old["model"]["annotators"] == 0  # the caller's dict is left as it was
+    saved = tmp_path / "config.yaml"  # a run folder's config.yaml
+    saved.write_text(yaml.safe_dump(old, sort_keys=False))
+    assert schema.to_dict(load_config(saved)) == schema.to_dict(cfg)
+    again = load_config("configs/boxing.yaml", ["model.annotators=0", "eval.annotators=[]",
+                                                "model.retrieval.copy=false", "model.retrieval.dropout=0"])
+    assert schema.to_dict(again) == schema.to_dict(cfg)
+    assert "annotators" not in schema.to_dict(cfg)["model"] and "copy" not in schema.to_dict(cfg)["model"]["retrieval"]
+
+
+@pytest.mark.parametrize("override, shown", [
+    ("model.annotators=3", "3"), ("eval.annotators=[0]", "[0]"), ("model.retrieval.copy=true", "True"),
+    ("model.retrieval.dropout=0.25", "0.25"), ("model.retrieval.copy=0", "0"),
+])
+def test_retired_keys_at_other_values_are_refused_by_name(tmp_path, override, shown):
+    import yaml
+
+    key, value = override.split("=")
+    message = f"{key} was retired (last in commit 67d6cae); this config sets it to {shown}"
+    with pytest.raises(ConfigError, match=r"configs/boxing.yaml: " + message.replace("[", r"\[").replace("(", r"\(")
+                       .replace(")", r"\)").replace(".", r"\.")):
+        load_config("configs/boxing.yaml", [override])
+    old = schema.to_dict(load_config("configs/boxing.yaml"))
+    node, *path, name = [old, *key.split(".")]
+    for part in path:
+        node = node[part]
+    node[name] = yaml.safe_load(value)
+    with pytest.raises(ConfigError) as err:
+        schema.from_dict(old)
+    assert str(err.value).startswith(message)
+
+
+def test_a_run_folder_written_before_still_belongs_to_its_config(tmp_path):
+    import yaml
+
+    from training.run import prepare_run_dir
+
+    cfg = load_config("configs/boxing.yaml")
+    for name, old, refused in [("same", as_written_before(cfg), False),
+                               ("other", as_written_before(cfg, annotators=3), True)]:
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+        prepare = lambda: prepare_run_dir(run_dir, Path("configs/boxing.yaml"), schema.to_dict(cfg),  # noqa: E731
+                                          defaults=schema.to_dict(schema.Config()), retired=schema.RETIRED)
+        if refused:
+            with pytest.raises(SystemExit, match="differing keys: model.annotators: 3 -> retired"):
+                prepare()
+        else:
+            prepare()
+            assert yaml.safe_load((run_dir / "config.yaml").read_text()) == schema.to_dict(cfg)
+
+
+def test_a_checkpoint_written_before_loads(tmp_path):
+    from core.io import CheckpointError
+    from dataloaders import tokenizer as text
+    from dataloaders.tokenizer import tokenizer_files_of
+    from models.build import build_model, model_from_payload
+
+    cfg = load_config("configs/synthetic.yaml", ["model.encoder.channels=[8,8]", "model.encoder.strides=[1,2]",
+                                                 "model.t5.config={d_model: 32, d_ff: 32, d_kv: 8, num_layers: 1, "
+                                                 "num_decoder_layers: 1, num_heads: 2}"])
+    tokenizer = text.train_tokenizer(["raise the left arm", "turn the hips", "keep the guard up"], vocab_size=60)
+    model = build_model(cfg, tokenizer)
+    payload = {"model": model.state_dict(), "config": as_written_before(cfg),
+               "tokenizer": tokenizer_files_of(tokenizer)}
+    loaded, loaded_cfg = model_from_payload(payload, "old.pt")
+    assert schema.to_dict(loaded_cfg) == schema.to_dict(cfg)
+    assert all(loaded.state_dict()[k].equal(v) for k, v in model.state_dict().items())
+    payload["config"] = as_written_before(cfg, annotators=3)
+    with pytest.raises(CheckpointError, match=r"old.pt: its config: model.annotators was retired \(last in commit "
+                                              r"67d6cae\); this config sets it to 3"):
+        model_from_payload(payload, "old.pt")

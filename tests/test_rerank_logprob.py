@@ -140,7 +140,6 @@ def test_a_run_trained_with_them_captions_its_test_split_like_caption_py(tmp_pat
     (["eval.rerank=3", "eval.rerank_candidates=pool"], "eval.rerank_candidates: expected one of generated, both, retrieved"),
     (["eval.rerank=0", "eval.rerank_samples=0", "eval.rerank_logprob=0.1"], "eval.rerank_logprob: only used when reranking"),
     (["eval.rerank=3", "eval.rerank_logprob=-1"], "eval.rerank_logprob: expected a number >= 0"),
-    (["eval.rerank=3", "eval.rerank_logprob=0.1", "model.annotators=3"], "needs one voice"),
 ])
 def test_config_refuses_them_where_they_mean_nothing(overrides, match):
     with pytest.raises(ConfigError, match=match):
@@ -154,8 +153,8 @@ def test_the_web_page_says_what_was_reranked():
 
     def said(**ev):
         cfg = SimpleNamespace(eval=SimpleNamespace(**{"rerank_samples": 10, "rerank_candidates": "generated",
-                                                      "rerank_logprob": 0.0, "annotators": [], **ev}))
-        return DemoRun.candidates_text(SimpleNamespace(cfg=cfg, model=SimpleNamespace(annotator=None)), 5)
+                                                      "rerank_logprob": 0.0, **ev}))
+        return DemoRun.candidates_text(SimpleNamespace(cfg=cfg, model=SimpleNamespace()), 5)
 
     assert said() == "5 beam candidates and 10 sampled ones"
     assert said(rerank_candidates="both") == "5 beam candidates and 10 sampled ones and the nearest training clips' texts"

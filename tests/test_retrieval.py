@@ -147,6 +147,8 @@ def test_collated_retrieved_ids_by_hand():
     assert batch["retrieved_ids"].tolist() == [[13, 13, 1, 12, 1], [13, 1, 0, 0, 0]]
     assert batch["retrieved_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 0, 0, 0]]
     assert "retrieved_ids" not in Collator(FakeTokenizer())(items)  # retrieval off: no tokens
+    alone = collate([dict(items[1], retrieved=[])])  # every neighbour excluded: one end-of-sequence token, unmasked
+    assert alone["retrieved_ids"].tolist() == [[1]] and alone["retrieved_mask"].tolist() == [[1]]
 
 
 # ------------------------------------------------------------------------------ with a trained run

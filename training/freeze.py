@@ -69,10 +69,6 @@ def describe(model: nn.Module, parts: Iterable[str] = ()) -> str:
     trainable, total = parameter_counts(model)
     pieces = []
     parts_of = [("encoder", model.encoder), ("projection", model.projection), ("T5", model.t5)]
-    if getattr(model, "copy", None) is not None:
-        parts_of.append(("copy head", model.copy))
-    if getattr(model, "annotator", None) is not None:
-        parts_of.append(("annotators", model.annotator))
     for name, module in parts_of:
         t, n = parameter_counts(module)
         pieces.append(f"{name} {t:,}/{n:,}")

@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -32,19 +32,25 @@ def resolve_run_dir(results_root: Path, cfg_path: Path, experiment: str) -> Path
 
 
 def config_differences(old: dict, new: dict, ignore: Iterable[str] = (), prefix: str = "",
-                       defaults: dict | None = None) -> list[str]:
+                       defaults: dict | None = None, retired: Mapping[str, Any] | None = None) -> list[str]:
     """``"key: old -> new"`` for each dotted key that differs; ``ignore`` holds keys that may change
     between a run and its resumption (an entry ending in "." ignores a whole section). A key that
-    ``old`` lacks counts as its value in ``defaults`` (a key added to the config since the run began)."""
+    ``old`` lacks counts as its value in ``defaults`` (a key added to the config since the run began);
+    a key that ``new`` lacks and ``retired`` holds (dotted key -> its old default; a key removed from
+    the config since) differs only when ``old`` has it at another value."""
     ignore = tuple(ignore)
     defaults = defaults or {}
+    retired = retired or {}
     out = []
     for k in sorted(set(old) | set(new)):
         key = f"{prefix}{k}"
         a, b = old.get(k, defaults.get(k)), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
             sub = defaults.get(k) if isinstance(defaults.get(k), dict) else None
-            out += config_differences(a, b, ignore, key + ".", sub)
+            out += config_differences(a, b, ignore, key + ".", sub, retired)
+        elif key in retired and k not in new:
+            if a != retired[key]:
+                out.append(f"{key}: {a!r} -> retired")
         elif a != b and not any(key == i or (i.endswith(".") and key.startswith(i)) for i in ignore):
             out.append(f"{key}: {a!r} -> {b!r}")
     return out
@@ -52,12 +58,13 @@ def config_differences(old: dict, new: dict, ignore: Iterable[str] = (), prefix:
 
 def prepare_run_dir(run_dir: Path, cfg_path: Path, resolved: dict, *, resumable: Iterable[str] = (),
                     allow_change: bool = False, subfolders: Iterable[str] = ("checkpoints", "tb"),
-                    defaults: dict | None = None) -> None:
+                    defaults: dict | None = None, retired: Mapping[str, Any] | None = None) -> None:
     """Create the folder, refuse one that belongs to another config, save the resolved config.
 
     Call on the main process only. ``resolved`` is the config as a dict; ``resumable`` lists keys
     that may differ between a run and its resumption; ``defaults`` (the config's defaults as a
-    dict) stand in for keys a saved config predates.
+    dict) stand in for keys a saved config predates; ``retired`` (dotted key -> old default) are
+    keys removed since, which a saved config may still hold at that default.
     """
     saved = run_dir / "config.yaml"
     is_source = saved.resolve() == cfg_path.resolve()
@@ -65,7 +72,7 @@ def prepare_run_dir(run_dir: Path, cfg_path: Path, resolved: dict, *, resumable:
     removed = remove_temporaries(run_dir)
     if saved.is_file() and not is_source and not allow_change:
         old = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
-        diff = config_differences(old, resolved, resumable, defaults=defaults)
+        diff = config_differences(old, resolved, resumable, defaults=defaults, retired=retired)
         if diff:
             raise SystemExit(
                 f"error: {run_dir} belongs to a different config ({saved}); differing keys: "
