@@ -14,9 +14,16 @@ Input (the HumanML3D release, with ``new_joints`` and ``texts`` unpacked):
   leaves them out).
 
 Output: one pickle per split, a list of records ``{"video_name", "coordinates" (float32 [T, 66]),
-"labels" (list[str]), "motion_type": None}`` that passes :func:`dataloaders.records.load_records`,
-plus ``summary.json`` (counts and skip reasons). Files are written atomically; existing pickles are
-only replaced with ``--overwrite``.
+"labels" (list[str]), "motion_type": None, "learner"}`` that passes
+:func:`dataloaders.records.load_records`, plus ``summary.json`` (counts and skip reasons). Files are
+written atomically; existing pickles are only replaced with ``--overwrite``.
+
+``learner`` is the source motion's id: ``<id>`` for the records of ``<id>``, of its mirrored twin
+``M<id>`` and of their sub-clips. A validation part carved from the training records with
+``data.val_split.group_by: learner`` then holds out a motion together with its twin and its
+sub-clips (grouped by name, a held-out motion's twin and sub-clips would stay in training), as
+HumanML3D's own split files keep a motion and its twin in one split; and
+``model.retrieval.exclude: learner`` keeps a clip from retrieving its twin's captions.
 
 Captions and sub-clips follow HumanML3D's own data loader (``Text2MotionDatasetV2`` in the
 text-to-motion code that accompanies the dataset):
@@ -58,7 +65,7 @@ from .skeleton import NUM_JOINTS
 
 __all__ = [
     "ConversionError", "Options", "SplitReport", "REASONS", "SPLITS", "convert", "convert_split",
-    "parse_caption_line", "format_summary", "main",
+    "parse_caption_line", "source_motion", "format_summary", "main",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -323,11 +330,17 @@ def _length_problem(n_frames: int, options: Options) -> str | None:
     return None
 
 
-def _record(name: str, coordinates: np.ndarray, labels: list[str]) -> dict[str, Any]:
+def source_motion(motion_id: str) -> str:
+    """The motion an id was made from: ``M<id>`` (the mirrored twin) -> ``<id>``, else the id."""
+    return motion_id[1:] if motion_id.startswith("M") and len(motion_id) > 1 else motion_id
+
+
+def _record(name: str, motion_id: str, coordinates: np.ndarray, labels: list[str]
+            ) -> dict[str, Any]:
     """A dataset record; ``coordinates`` (T, V, 3) -> an owned float32 copy (T, V*3)."""
     flat = np.array(coordinates.reshape(coordinates.shape[0], -1), dtype=np.float32)  # (T, V*3)
     return {"video_name": name, "coordinates": flat, "labels": list(labels),
-            "motion_type": None}
+            "motion_type": None, "learner": source_motion(motion_id)}
 
 
 def _subclip_records(motion_id: str, motion: np.ndarray,
@@ -341,7 +354,7 @@ def _subclip_records(motion_id: str, motion: np.ndarray,
         if problem:
             report.skip(problem, f"{name} ({end - start} frames)")
             continue
-        records.append(_record(name, motion[start:end], spans[(start, end)]))  # (T', V, 3)
+        records.append(_record(name, motion_id, motion[start:end], spans[(start, end)]))  # (T', V, 3)
     return records
 
 
@@ -367,7 +380,7 @@ def convert_id(root: Path, motion_id: str, options: Options,
     if whole_problem:
         report.skip(whole_problem, f"{motion_id} ({motion.shape[0]} frames)")
     elif whole:
-        records.append(_record(motion_id, motion, whole))
+        records.append(_record(motion_id, motion_id, motion, whole))
         report.clips += 1
     else:
         report.skip("no_whole_clip_captions", f"{motion_id} ({rel_text})")

@@ -13,6 +13,7 @@ from dataloaders import humanml3d
 from dataloaders.humanml3d import ConversionError, Options, convert, convert_split, main
 from dataloaders.records import load_records
 from dataloaders.safe_pickle import safe_load
+from dataloaders.splits import split_off
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TOK = "a/DET person/NOUN walk/VERB"  # the tokens field is ignored by the converter
@@ -132,6 +133,9 @@ def test_train_records_labels_and_skips(hml):
     assert {r["video_name"]: r["labels"] for r in records} == EXPECTED_TRAIN_LABELS
     assert [r["video_name"] for r in records] == list(EXPECTED_TRAIN_LABELS)  # file order
     assert all(r["motion_type"] is None for r in records)
+    learners = {r["video_name"]: r["learner"] for r in records}
+    assert learners["M000002"] == learners["000002"] == "000002"
+    assert learners["000001#10-55"] == "000001"
     summary = report.to_dict()
     assert summary["skipped"] == EXPECTED_TRAIN_SKIPS
     assert (summary["ids"], summary["clips"], summary["subclips"], summary["records"]) \
@@ -264,3 +268,114 @@ def test_parse_caption_line(line, expected):
 def test_parse_caption_line_rejects(line):
     with pytest.raises(humanml3d._BadLine):
         humanml3d.parse_caption_line(line)
+
+
+# ---------------------------------------------------------------------------------------------
+# The released layout with the real sample motion (../shared/data/HumanML3D-sample; skipped when
+# absent). The captions are written here in the release's format: the release's texts cannot be
+# had here. In the release every M<id> (the motion mirrored left-right) has its own caption file
+# texts/M<id>.txt with "left" and "right" swapped, and is listed in the split files like any id.
+
+REAL_TEXTS = [
+    "a person walks forward and turns around.#a/DET person/NOUN walk/VERB forward/ADV and/CCONJ "
+    "turn/VERB around/ADV#0.0#0.0",
+    "someone walks and turns to their left.#someone/PRON walk/VERB and/CCONJ turn/VERB to/ADP "
+    "their/DET left/NOUN#0.0#0.0",
+    "a person takes a few steps.#a/DET person/NOUN take/VERB a/DET few/ADJ step/NOUN#0.5#3.0",
+    # 1.18 s * 20 = 23.6: frame 23 (truncated, as HumanML3D's loader does); 8.5 s: frame 170
+    "the person turns to the left.#the/DET person/NOUN turn/VERB to/ADP the/DET left/NOUN#1.18#8.5",
+]
+# ids made up for the test, cut from the sample so that val and test hold a motion too
+CUT_IDS = {"900001": ("val", slice(0, 120)), "900002": ("test", slice(50, 170))}
+
+
+def _swap_sides(line: str) -> str:
+    return line.replace("left", "\0").replace("right", "left").replace("\0", "right")
+
+
+@pytest.fixture()
+def real_layout(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """The released folder layout around the sample motion 012314 and its mirrored twin."""
+    from dataloaders.humanml3d_vecs import mirror_joints
+    from tests.test_humanml3d_vecs import SAMPLE_ID, sample_files
+
+    joints = np.load(sample_files()[0])  # (170, 22, 3) float32, as released
+    root = tmp_path / "HumanML3D"
+    (root / "new_joints").mkdir(parents=True)
+    (root / "texts").mkdir()
+    np.save(root / "new_joints" / f"{SAMPLE_ID}.npy", joints)
+    np.save(root / "new_joints" / f"M{SAMPLE_ID}.npy", mirror_joints(joints))
+    (root / "texts" / f"{SAMPLE_ID}.txt").write_text("\n".join(REAL_TEXTS) + "\n", encoding="utf-8")
+    (root / "texts" / f"M{SAMPLE_ID}.txt").write_text(
+        "\n".join(_swap_sides(line) for line in REAL_TEXTS) + "\n", encoding="utf-8")
+    splits = {"train": [SAMPLE_ID, f"M{SAMPLE_ID}"], "val": [], "test": []}
+    for motion_id, (split, frames) in CUT_IDS.items():
+        np.save(root / "new_joints" / f"{motion_id}.npy", joints[frames])
+        (root / "texts" / f"{motion_id}.txt").write_text(
+            f"a person walks.#a/DET person/NOUN walk/VERB#0.0#0.0\n", encoding="utf-8")
+        splits[split].append(motion_id)
+    for split, ids in splits.items():  # the release's split files end with a newline
+        (root / f"{split}.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
+    return root, joints
+
+
+def test_real_layout_converts_with_mirrored_ids_and_trains(real_layout, tmp_path):
+    from dataloaders.humanml3d_vecs import mirror_joints
+
+    root, joints = real_layout
+    out = tmp_path / "converted"
+    done = subprocess.run([sys.executable, "-m", "dataloaders.humanml3d", "--root", str(root),
+                           "--out", str(out)], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "train: nothing skipped" in done.stdout
+    train = load_records(out / "train.pkl")
+    whole = [line.split("#")[0] for line in REAL_TEXTS[:2]]
+    mirrored_whole = [_swap_sides(text) for text in whole]
+    assert {r["video_name"]: r["labels"] for r in train} == {
+        "012314": whole,
+        "012314#10-60": ["a person takes a few steps."],
+        "012314#23-170": ["the person turns to the left."],
+        "M012314": mirrored_whole,
+        "M012314#10-60": ["a person takes a few steps."],
+        "M012314#23-170": ["the person turns to the right."],
+    }
+    by_name = {r["video_name"]: r["coordinates"] for r in train}
+    mirrored = mirror_joints(joints)
+    for prefix, motion in (("", joints), ("M", mirrored)):
+        np.testing.assert_array_equal(by_name[f"{prefix}012314"], motion)  # (170, 22, 3)
+        np.testing.assert_array_equal(by_name[f"{prefix}012314#10-60"], motion[10:60])
+        np.testing.assert_array_equal(by_name[f"{prefix}012314#23-170"], motion[23:170])
+    assert [(r["video_name"], len(r["coordinates"])) for r in load_records(out / "val.pkl")] \
+        == [("900001", 120)]
+    assert [(r["video_name"], len(r["coordinates"])) for r in load_records(out / "test.pkl")] \
+        == [("900002", 120)]
+    summary = json.loads((out / "summary.json").read_text())["splits"]["train"]
+    assert (summary["ids"], summary["clips"], summary["subclips"], summary["texts"]) == (2, 2, 4, 8)
+
+    # a motion, its mirrored twin and their sub-clips share one learner (the source motion), so a
+    # validation part carved by learner takes them together; carved by name it splits them
+    assert {r["learner"] for r in train} == {"012314"}
+    records = train + load_records(out / "val.pkl")
+    for seed in range(4):
+        rest, held = split_off(records, 0.15, "learner", seed=seed)
+        assert {r["learner"] for r in held}.isdisjoint(r["learner"] for r in rest)
+    rest, held = split_off(records, 0.15, "none", seed=0)
+    assert len(held) == 1 and held[0]["learner"] in {r["learner"] for r in rest}
+
+    # the records train: a tiny run on them (tests/test_train.py's settings)
+    import train_t5_stagcn as trainer
+    from tests.test_train import tiny
+
+    metrics = trainer.main(tiny(tmp_path / "runs", "hml", "data.kind=pickle", f"data.root={out}",
+                                "data.train=train.pkl", "data.val=val.pkl", "data.test=test.pkl",
+                                "data.labels=random", "train.batch_size=4"))
+    run = tmp_path / "runs" / "hml"
+    assert (run / "checkpoints" / "best.pt").is_file()
+    predictions = json.loads((run / "predictions" / "test_best.json").read_text())
+    assert set(predictions) == {"900002"}
+    assert all(0.0 <= metrics[key] <= 10.0 for key in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr"))
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2] and all(np.isfinite(x["train_loss"]) for x in lines)
+    assert lines[1]["train_loss"] < lines[0]["train_loss"]  # 4.56 -> 4.01 (deterministic run)
+    assert "6 train samples from 6 clips" in (run / "train.log").read_text()
