@@ -354,7 +354,8 @@ def _subclip_records(motion_id: str, motion: np.ndarray,
         if problem:
             report.skip(problem, f"{name} ({end - start} frames)")
             continue
-        records.append(_record(name, motion_id, motion[start:end], spans[(start, end)]))  # (T', V, 3)
+        records.append(_record(name, motion_id, motion[start:end],  # (T', V, 3)
+                               spans[(start, end)]))
     return records
 
 

@@ -73,7 +73,7 @@ GROUPS: dict[str, slice] = {
     "velocities": slice(193, 193 + NUM_JOINTS * 3),                       # 193:259
     "foot_contacts": slice(259, 263),
 }
-FACE_JOINTS = (2, 1, 17, 16)  # HumanML3D's face_joint_indx: right hip, left hip, right/left shoulder
+FACE_JOINTS = (2, 1, 17, 16)  # HumanML3D's face joints: right hip, left hip, right/left shoulder
 FEET_LEFT = (7, 10)  # left ankle, left foot
 FEET_RIGHT = (8, 11)  # right ankle, right foot
 FOOT_THRESHOLD = 0.002  # squared displacement per frame (m^2) under which a foot is in contact

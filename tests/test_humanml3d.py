@@ -312,7 +312,7 @@ def real_layout(tmp_path: Path) -> tuple[Path, np.ndarray]:
     for motion_id, (split, frames) in CUT_IDS.items():
         np.save(root / "new_joints" / f"{motion_id}.npy", joints[frames])
         (root / "texts" / f"{motion_id}.txt").write_text(
-            f"a person walks.#a/DET person/NOUN walk/VERB#0.0#0.0\n", encoding="utf-8")
+            "a person walks.#a/DET person/NOUN walk/VERB#0.0#0.0\n", encoding="utf-8")
         splits[split].append(motion_id)
     for split, ids in splits.items():  # the release's split files end with a newline
         (root / f"{split}.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
@@ -376,6 +376,7 @@ def test_real_layout_converts_with_mirrored_ids_and_trains(real_layout, tmp_path
     assert set(predictions) == {"900002"}
     assert all(0.0 <= metrics[key] <= 10.0 for key in ("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr"))
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [x["epoch"] for x in lines] == [1, 2] and all(np.isfinite(x["train_loss"]) for x in lines)
+    assert [x["epoch"] for x in lines] == [1, 2]
+    assert all(np.isfinite(x["train_loss"]) for x in lines)
     assert lines[1]["train_loss"] < lines[0]["train_loss"]  # 4.56 -> 4.01 (deterministic run)
     assert "6 train samples from 6 clips" in (run / "train.log").read_text()
