@@ -349,13 +349,28 @@ def score_test(model, data: Data, cfg: schema.Config, dist: distributed.Dist, ru
     return score_split(model, data, cfg, dist, run_dir, which, "test")
 
 
+def checkpoint_path(run_dir: Path, which: str) -> Path:
+    """``--ckpt``: a file, else best | last | epoch_NNNN[.pt] of the run's checkpoints/."""
+    path = Path(which)
+    return path if path.is_file() else run_dir / "checkpoints" / (which if which.endswith(".pt") else f"{which}.pt")
+
+
+def relative_path(path: Path, run_dir: Path) -> str:
+    """``path`` relative to the run folder (else the repository root), else its name: what a result
+    file records, so that it names no machine's folders."""
+    for base in (run_dir, REPO_ROOT):
+        try:
+            return path.resolve().relative_to(base.resolve()).as_posix()
+        except ValueError:
+            continue
+    return path.name
+
+
 def score_split(model, data: Data, cfg: schema.Config, dist: distributed.Dist, run_dir: Path, which: str,
                 split: str) -> dict:
     """Caption ``split`` (test | val) with checkpoint ``which`` and write
     ``predictions/<split>_<name>.json`` and ``<split>_<name>_metrics.json``."""
-    path = Path(which)
-    if not path.is_file():
-        path = run_dir / "checkpoints" / (which if which.endswith(".pt") else f"{which}.pt")
+    path = checkpoint_path(run_dir, which)
     payload = ckpt.load_checkpoint(path)
     model.load_state_dict(payload["model"])
     predictions, metrics = evaluate_split(model, data.test if split == "test" else data.val, data, cfg, dist)
@@ -363,8 +378,8 @@ def score_split(model, data: Data, cfg: schema.Config, dist: distributed.Dist, r
         epoch = payload.get("state", {}).get("epoch")
         ckpt.atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
                                run_dir / "predictions" / f"{split}_{path.stem}.json")
-        ckpt.atomic_write_text(json.dumps({"split": split, "checkpoint": str(path), "epoch": epoch, **metrics},
-                                          indent=1), run_dir / f"{split}_{path.stem}_metrics.json")
+        ckpt.atomic_write_text(json.dumps({"split": split, "checkpoint": relative_path(path, run_dir), "epoch": epoch,
+                                           **metrics}, indent=1), run_dir / f"{split}_{path.stem}_metrics.json")
         log.info("%s split, %s (epoch %s): %s", split, path.name, epoch,
                  "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float))))
     return metrics
@@ -419,6 +434,12 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = schema.load_config(cfg_path, args.overrides)
     dist = distributed.setup(cfg.device, cfg.train.dist_timeout_s, args.local_rank)
     run_dir = run.resolve_run_dir(REPO_ROOT / cfg.results_dir, cfg_path, cfg.experiment)
+    if args.eval_only and not checkpoint_path(run_dir, args.ckpt).is_file():  # one line, before any folder is made
+        missing = checkpoint_path(run_dir, args.ckpt)
+        shown = missing.relative_to(REPO_ROOT) if missing.is_relative_to(REPO_ROOT) else missing
+        print(f"train_t5_stagcn.py: error: --eval_only: {shown}: no such checkpoint (train the run first, "
+              f"or pass --ckpt)", file=sys.stderr)
+        raise SystemExit(2)
     if dist.main:
         run.prepare_run_dir(run_dir, cfg_path, schema.to_dict(cfg), resumable=RESUMABLE_CHANGES,
                             allow_change=args.allow_config_change, subfolders=("checkpoints", "predictions", "tb"),
