@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from bench import common
 from models import export
 
@@ -66,3 +68,34 @@ def test_benchmarks_print_paths_relative_to_the_checkout():
     assert common.shown(Path("bench/results/x.json")) == "bench/results/x.json"  # as typed
     assert not Path(common.shown(common.BX_DIR)).is_absolute() or not common.BX_DIR.resolve().is_relative_to(
         REPO_ROOT.parent.resolve())
+
+
+def test_default_outputs_go_under_results():
+    from alignment import preprocess
+    from evaluation import pictures
+
+    assert pictures.parse_args(["curves", "results/a"]).out == "results/curves.png"
+    assert pictures.parse_args(["clip", "--run", "results/a", "x.npy"]).out_dir == "results/pictures"
+    args = preprocess.parse_args(["--data", "../shared/data/BX/BX_test.pkl", "--standard", "s.pkl", "--method", "dtw"])
+    assert args.out == Path("results/alignment/BX_test.dtw.pkl")
+
+
+def test_gitignore_covers_what_commands_write():
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    text = (REPO_ROOT / ".gitignore").read_text(encoding="utf-8")
+    named = [line.lstrip("!") for line in text.splitlines() if line.startswith("!")]
+    for path in named:  # every exception the file makes names something that exists
+        assert (REPO_ROOT / path.rstrip("/")).exists(), f".gitignore keeps {path}, which does not exist"
+    outputs = ["results/synthetic/checkpoints/best.pt", "results/pictures/a.gif", "results/curves.png",
+               "results/alignment/BX_test.dtw.pkl", "bench/results/train_step.json", "exports/boxing/export.json",
+               "data/humanml3d/train.pkl"]
+    done = subprocess.run(["git", "check-ignore", "--no-index", *outputs], cwd=REPO_ROOT, capture_output=True,
+                          text=True)
+    assert sorted(done.stdout.split()) == sorted(outputs)
+    kept = subprocess.run(["git", "check-ignore", "--no-index", "results/finetune_example/config.yaml"],
+                          cwd=REPO_ROOT, capture_output=True, text=True)
+    assert kept.returncode == 1  # the shipped example stays tracked
