@@ -609,6 +609,36 @@ def test_running_a_command_reports_its_failure():
     assert Path(out.strip()).parent == Path(sys.executable).parent  # `python` is the test's interpreter
 
 
+CONFORMING = """\
+```bash
+python train_t5_stagcn.py --cfg_file configs/synthetic.yaml   # long: the main job, minutes
+python caption.py --run results/synthetic results/synthetic/data/test.pkl \\
+    --video_name test_squat_001_lean --standard results/synthetic/data/standard.pkl --json
+python -m evaluation.pictures curves results/synthetic        # writes results/curves.png
+python caption.py --run <run_folder> <your_clip.npy>
+```
+"""
+
+
+@pytest.mark.slow
+def test_a_sample_readme_runs_in_a_copy_and_leaves_only_ignored_files(tmp_path):
+    if shutil.which("git") is None or not (REPO_ROOT / ".git").exists():
+        pytest.skip("needs a git checkout")
+    ws = Workspace(copy_tree(REPO_ROOT, tmp_path))
+    kinds = [check_or_run(c, ws) for c in split_commands(CONFORMING, "sample.md")]
+    assert kinds == ["checked", "ran", "ran", "checked"]
+    assert (ws.root / "results" / "curves.png").is_file() and ws.notes  # the stand-in was trained
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ws.root,
+                            capture_output=True, text=True, check=True).stdout
+    assert status == ""
+    (broken,) = split_commands("```bash\npython -m evaluation.pictures curves results/synthetic results/other_run\n```")
+    with pytest.raises(pytest.fail.Exception, match="results/other_run: no such run folder"):
+        check_or_run(broken, ws)
+    (unmarked,) = split_commands("```bash\npython train_t5_stagcn.py --cfg_file configs/synthetic.yaml\n```")
+    with pytest.raises(pytest.fail.Exception, match="mark it `# long`"):
+        check_or_run(unmarked, ws)
+
+
 # ============================================================================ the README =======
 COMMANDS = all_commands()
 TALLY: Counter = Counter()
