@@ -24,7 +24,7 @@ from dataloaders.sampler import padding_fraction
 from dataloaders.tokenizer import tokenizer_files_of
 from models.build import build_model
 from training import distributed, freeze, rng, run, scst
-from training.evaluate import keep_best, log_evaluation, periodic_evaluation, score_split
+from training.evaluate import checkpoint_path, keep_best, log_evaluation, periodic_evaluation, score_split
 from training.finetune import choose_init_checkpoint, load_finetune_weights, load_init_source
 from training.trainer import (Trainer, batch_loader, check_replicas, epoch_batches, n_params, to_device,
                               validation_has_stalled)
@@ -146,6 +146,12 @@ def open_run(args: argparse.Namespace, argv: list[str] | None) -> tuple[schema.C
     cfg = schema.load_config(cfg_path, args.overrides)
     dist = distributed.setup(cfg.device, cfg.train.dist_timeout_s, args.local_rank)
     run_dir = run.resolve_run_dir(REPO_ROOT / cfg.results_dir, cfg_path, cfg.experiment)
+    if args.eval_only and not checkpoint_path(run_dir, args.ckpt).is_file():  # one line, before any folder is made
+        missing = checkpoint_path(run_dir, args.ckpt)
+        shown = missing.relative_to(REPO_ROOT) if missing.is_relative_to(REPO_ROOT) else missing
+        print(f"train_t5_stagcn.py: error: --eval_only: {shown}: no such checkpoint (train the run first, "
+              f"or pass --ckpt)", file=sys.stderr)
+        raise SystemExit(2)
     if dist.main:
         run.prepare_run_dir(run_dir, cfg_path, schema.to_dict(cfg), resumable=RESUMABLE_CHANGES,
                             allow_change=args.allow_config_change, subfolders=("checkpoints", "predictions", "tb"),

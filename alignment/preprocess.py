@@ -1,7 +1,9 @@
 """Write ``aligned_*`` segment fields into a dataset pickle.
 
     python -m alignment.preprocess --data X.pkl --standard S.pkl --method dtw|window|carl \\
-        [--embedder CKPT] [--features joints|bones|joints_bones] [--metric ...] --out Y.pkl
+        [--embedder CKPT] [--features joints|bones|joints_bones] [--metric ...] [--out Y.pkl]
+
+(default --out: results/alignment/<X>.<method>.pkl)
 
 For every clip, the learner's clip is located inside the standard of its ``motion_type`` and five
 fields are written: ``aligned_start_frame``, ``aligned_end_frame`` (the learner segment, end
@@ -217,10 +219,20 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                              f"local cost (default {DEFAULT_PENALTY}; 0 = plain subsequence DTW)")
     parser.add_argument("--carl-match", choices=("dtw", "window"), default="dtw",
                         help="carl: subsequence DTW (default) or same-length window on embeddings")
-    parser.add_argument("--out", required=True, type=Path, help="output pickle (a new file)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output pickle, a new file (default: results/alignment/<data>.<method>.pkl)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path("results") / "alignment" / f"{args.data.stem}.{args.method}.pkl"
+    return args
+
+
+def fail(message: str) -> int:
+    """One line on stderr; exit status 2 (bad input: a missing file, an existing output)."""
+    print(f"alignment.preprocess: error: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -228,23 +240,28 @@ def main(argv: Optional[list[str]] = None) -> int:
     from dataloaders.records import DataError, load_records, load_standards
     from dataloaders.safe_pickle import safe_load
 
+    from training.checkpoint import CheckpointError
+
     if same_file(args.out, args.data):
-        raise SystemExit(f"error: --out {args.out} is the input file; the input is never "
-                         f"overwritten: choose another output path")
+        return fail(f"--out {args.out} is the input file; the input is never overwritten: choose another "
+                    f"output path")
     if args.out.exists() and not args.overwrite:
-        raise SystemExit(f"error: {args.out} exists; pass --overwrite to replace it")
+        return fail(f"{args.out} exists; pass --overwrite to replace it")
     if args.method == "carl" and args.embedder is None:
-        raise SystemExit("error: --method carl needs --embedder CKPT")
+        return fail("--method carl needs --embedder CKPT")
+    embedder = None
+    if args.method == "carl":
+        from alignment.carl import load_embedder
+        try:
+            embedder = load_embedder(str(args.embedder))
+        except CheckpointError as exc:
+            return fail(f"--embedder: {exc}")
     try:
         standards = load_standards(args.standard)
         records = load_records(args.data, need_labels=False, standards=standards)
     except DataError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        return fail(exc)
     raw = safe_load(args.data)  # validated above: one dict per record, same order
-    embedder = None
-    if args.method == "carl":
-        from alignment.carl import load_embedder
-        embedder = load_embedder(str(args.embedder))
 
     segments = align_records(records, standards, args.method, features=args.features,
                              metric=args.metric, embedder=embedder, penalty=args.penalty,

@@ -163,15 +163,24 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     from dataloaders.records import DataError, load_records, load_standards
+    from training.checkpoint import CheckpointError
+
+    def fail(message) -> int:  # one line on stderr, exit status 2
+        print(f"alignment.report: error: {' '.join(str(message).split())}", file=sys.stderr)
+        return 2
+
+    embedder = None
+    if args.embedder:
+        from alignment.carl import load_embedder
+        try:
+            embedder = load_embedder(str(args.embedder))
+        except CheckpointError as exc:
+            return fail(f"--embedder: {exc}")
     try:
         standards = load_standards(args.standard)
         records = load_records(args.data, need_labels=False, standards=standards)
     except DataError as exc:
-        raise SystemExit(f"error: {exc}") from None
-    embedder = None
-    if args.embedder:
-        from alignment.carl import load_embedder
-        embedder = load_embedder(str(args.embedder))
+        return fail(exc)
     started = time.perf_counter()
     result: dict = {"data": str(args.data), "embedder": str(args.embedder or "")}
 

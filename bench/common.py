@@ -117,10 +117,19 @@ def environment(device: torch.device) -> dict:
     return env
 
 
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as a table prints it: relative to the repository root when it lies in or beside the
+    checkout (``bench/results/...``, ``../shared/data/BX``), so no machine's folders are printed."""
+    path = Path(path)
+    if path.is_absolute() and path.resolve().is_relative_to(REPO_ROOT.parent.resolve()):
+        return os.path.relpath(path.resolve(), REPO_ROOT.resolve())
+    return str(path)
+
+
 def write_json(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {path}")
+    print(f"wrote {shown(path)}")
 
 
 # ============================================================================ data ===========
@@ -146,7 +155,7 @@ def pick_data(kind: str) -> str:
     if kind not in DATA_CHOICES:
         raise SystemExit(f"error: --data {kind}: expected one of {', '.join(DATA_CHOICES)}")
     if kind == "bx" and not bx_present():
-        raise SystemExit(f"error: --data bx: {BX_DIR / 'BX_train.pkl'} not found "
+        raise SystemExit(f"error: --data bx: {shown(BX_DIR / 'BX_train.pkl')} not found "
                          f"(set MOTION2TEXT_BX_DIR or use --data synthetic)")
     if kind == "auto":
         return "bx" if bx_present() else "synthetic"
@@ -158,13 +167,13 @@ def load_source(kind: str = "auto", per_kind: int = 16, tmp_dir: Path | None = N
     kind = pick_data(kind)
     if kind == "bx":
         folder, files = BX_DIR, ("BX_train.pkl", "BX_test.pkl", "BX_standard.pkl")
-        note = f"BX from {BX_DIR}"
+        note = f"BX from {shown(BX_DIR)}"
     else:
         folder = Path(tmp_dir or tempfile.mkdtemp(prefix="m2t_bench_"))
         synthetic.write(folder, seed=0, mode="coach", train_per_kind=per_kind,
                         test_per_kind=max(1, per_kind // 4))
         files = ("train.pkl", "test.pkl", "standard.pkl")
-        note = (f"synthetic coach data ({per_kind} train clips per kind): BX not found at {BX_DIR}"
+        note = (f"synthetic coach data ({per_kind} train clips per kind): BX not found at {shown(BX_DIR)}"
                 if not bx_present() else "synthetic coach data (--data synthetic)")
     seconds = {}
     start = time.perf_counter()

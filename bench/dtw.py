@@ -232,6 +232,12 @@ def cross_case(m: int, lo: int, hi: int, peers: set[str]) -> Case:
 
 
 # ============================================================================ timing =========
+def shown(path: Path) -> str:
+    """``path`` relative to the repository root when it lies in the checkout (as bench.common.shown)."""
+    path = Path(path)
+    return os.path.relpath(path, REPO_ROOT) if path.resolve().is_relative_to(REPO_ROOT) else str(path)
+
+
 def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     """Wall seconds, CPU seconds of this process (every thread) and the result of ``fn()``."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -387,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     meta.update({f"{peer}_version": version(peer) for peer in sorted(installed)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    print(f"wrote {shown(args.out)}")
     return 0
 
 

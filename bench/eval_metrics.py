@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -18,7 +19,14 @@ from evaluation import metrics
 from tests.caption_templates import synthetic_case
 from evaluation.metrics import MetricSkippedWarning, close_meteor, java_available, score_captions
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def shown(path: Path) -> str:
+    """``path`` relative to the repository root when it lies in the checkout (as bench.common.shown)."""
+    path = Path(path)
+    return os.path.relpath(path, REPO_ROOT) if path.resolve().is_relative_to(REPO_ROOT) else str(path)
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, object]:
@@ -85,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "clips": args.clips, "refs_per_clip": args.refs, "seed": args.seed, "java": with_java,
         "python": platform.python_version(), "machine": platform.machine(), "rows": rows, "scores": values,
     }, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    print(f"wrote {shown(args.out)}")
     return 0
 
 

@@ -1,10 +1,23 @@
 """Training-step throughput and peak memory, with and without the reference branch, and the cost
 of padding every clip to the dataset's longest.
 
-    python -m bench.train_step [--device cpu|cuda] [--configs tiny,small] [--batches 8,32]
-                               [--policies time_pool,skeleton_pool,origin] [--steps 4] [--warmup 1]
-                               [--quick | --full] [--amp bf16] [--fused-adamw] [--compile]
+    python -m bench.train_step [--full] [--device cpu|cuda] [--configs tiny,small] [--batches 8,32]
+                               [--policies time_pool,skeleton_pool,origin] [--steps 2] [--warmup 1]
+                               [--amp bf16] [--fused-adamw] [--compile]
                                [--data auto|bx|synthetic] [--out bench/results/train_step.json]
+
+Two grids:
+
+* the default: the ``tiny`` model, its three projection policies, batch 8, 1 warm-up + 2 timed
+  steps, and the padding part with 2 timed steps per variant. About a minute on 2 CPU cores
+  (OMP_NUM_THREADS=1 on BX: 40 s of CPU time; 90 s of wall time on a machine busy with other work).
+* ``--full``: ``tiny`` and ``small``, three policies, batches 8 and 32, 4 timed steps, 6 padding
+  steps. Tens of minutes on 2 CPU cores (``small`` takes about 10-15 s a step at batch 8 there);
+  a few minutes on one GPU.
+
+``--configs``, ``--batches``, ``--policies``, ``--steps`` and ``--padding-steps`` override either
+grid; without ``--full``, ``small`` runs only ``time_pool`` unless ``--policies`` is given, and on
+a CPU only at the smallest batch size.
 
 A step is what the training loop does per batch: forward (teacher-forced loss), backward, gradient
 clipping to norm 1, AdamW step, ``zero_grad(set_to_none=True)``. Models come from
@@ -28,13 +41,13 @@ untimed step). It is tensor memory, not the process's RSS (no allocator caches, 
 
 Padding: on BX (skipped, with a message, when BX is absent) the padded frames of an epoch of
 batches as the ``Collator`` pads them (to the longest clip of each batch) against padding every
-clip to the dataset's longest, for random batches (what training draws) and length-sorted ones
-(what a length-bucketing sampler would give), and the step time of both paddings.
+clip to the dataset's longest, for the two batch orders training can draw: grouped by length
+(``train.group_by_length: true``, the default: ``dataloaders.sampler.length_grouped_batches``)
+and shuffled (``train.group_by_length: false``: a ``DistributedSampler``), and the step time of
+both paddings.
 
 Data: BX when present (aligned segments with their standards, paraphrases added), else synthetic.
-On this project's 2-core CPU the default grid skips ``small`` at batch sizes above the smallest
-given (``--full`` runs everything; on CUDA everything runs by default). Timings on a shared
-machine are noisy: the ratios are what count. Nothing here is a test.
+Timings on a shared machine are noisy: the ratios are what count. Nothing here is a test.
 """
 from __future__ import annotations
 
@@ -62,15 +75,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--configs", type=common.choice_list(tuple(common.MODEL_CONFIGS)), default=None,
-                        help="model sizes, comma-separated (default tiny,small)")
-    parser.add_argument("--batches", type=common.int_list, default=None, help="batch sizes (default 8,32)")
+                        help="model sizes, comma-separated (default tiny; --full tiny,small)")
+    parser.add_argument("--batches", type=common.int_list, default=None, help="batch sizes (default 8; --full 8,32)")
     parser.add_argument("--policies", type=common.choice_list(common.POLICIES), default=None,
                         help="projection policies (default: all three)")
-    parser.add_argument("--steps", type=int, default=None, help="timed steps per model (default 4; --quick 2)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per model (default 2; --full 4)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1)")
-    parser.add_argument("--quick", action="store_true",
-                        help="reduced grid: tiny (all policies) and small (time_pool) at batch 8, 2 steps")
-    parser.add_argument("--full", action="store_true", help="on CPU, also run small at every batch size")
+    parser.add_argument("--full", action="store_true",
+                        help="the whole grid: tiny and small, every policy, batches 8 and 32, 4 steps (tens of "
+                             "minutes on 2 CPU cores; the default grid takes about a minute)")
+    parser.add_argument("--quick", action="store_true", help="the default grid (accepted for older command lines)")
     parser.add_argument("--amp", choices=("none", "bf16"), default="none",
                         help="autocast to bfloat16 (CUDA only, as training's AMP)")
     parser.add_argument("--fused-adamw", action="store_true",
@@ -85,21 +99,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory step")
     parser.add_argument("--padding-batch", type=int, default=16, help="batch size of the padding part")
     parser.add_argument("--padding-steps", type=int, default=None,
-                        help="timed batches per padding variant (default 6; --quick 3)")
+                        help="timed batches per padding variant (default 2; --full 6)")
     parser.add_argument("--skip-padding", action="store_true", help="leave out the padding part")
     parser.add_argument("--data", choices=common.DATA_CHOICES, default="auto",
                         help="auto: BX when present, else synthetic")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR / "train_step.json")
     args = parser.parse_args(argv)
-    quick = args.quick
+    full = args.full
+    if full and args.quick:
+        parser.error("--quick (the default grid) and --full exclude each other")
     args.policies_given = args.policies is not None
-    args.configs = args.configs or ["tiny", "small"]
-    args.batches = args.batches or ([8] if quick else [8, 32])
+    args.configs = args.configs or (["tiny", "small"] if full else ["tiny"])
+    args.batches = args.batches or ([8, 32] if full else [8])
     args.policies = args.policies or list(common.POLICIES)
-    args.steps = args.steps if args.steps is not None else (2 if quick else 4)
+    args.steps = args.steps if args.steps is not None else (4 if full else 2)
     args.warmup = args.warmup if args.warmup is not None else 1
-    args.padding_steps = args.padding_steps if args.padding_steps is not None else (3 if quick else 6)
+    args.padding_steps = args.padding_steps if args.padding_steps is not None else (6 if full else 2)
     if args.steps < 1 or args.warmup < 0 or args.padding_steps < 1 or args.padding_batch < 1 or args.threads < 0:
         parser.error("--steps, --padding-steps and --padding-batch must be >= 1, --warmup and --threads >= 0")
     return args
@@ -127,7 +143,7 @@ def plan_grid(args: argparse.Namespace, device: torch.device) -> tuple[list[tupl
     cells, notes = [], []
     smallest = min(args.batches)
     for size in args.configs:
-        quick_small = args.quick and size == "small" and not args.policies_given
+        quick_small = not args.full and size == "small" and not args.policies_given
         policies = ["time_pool"] if quick_small else args.policies
         for batch in args.batches:
             if device.type == "cpu" and size == "small" and batch > smallest and not args.full:
@@ -275,14 +291,15 @@ def pad_time(batch: dict, frames: int) -> dict:
 
 
 def epoch_orders(lengths: list[int], batch: int, seed: int) -> dict[str, list[list[int]]]:
-    """An epoch of batches (sample indices): shuffled, and length-sorted chunks in shuffled order."""
-    gen = torch.Generator().manual_seed(seed)
-    shuffled = torch.randperm(len(lengths), generator=gen).tolist()
-    by_length = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    chunks = [by_length[k:k + batch] for k in range(0, len(by_length), batch)]
-    chunk_order = torch.randperm(len(chunks), generator=gen).tolist()
-    return {"random": [shuffled[k:k + batch] for k in range(0, len(shuffled), batch)],
-            "length-sorted": [chunks[i] for i in chunk_order]}
+    """An epoch of batches (sample indices) in the two orders training draws: grouped by length
+    (``train.group_by_length: true``, the default) and shuffled (``false``: a DistributedSampler)."""
+    from torch.utils.data import BatchSampler, DistributedSampler
+
+    from dataloaders.sampler import length_grouped_batches
+
+    sampler = DistributedSampler(range(len(lengths)), num_replicas=1, rank=0, shuffle=True, seed=seed)
+    return {"grouped": length_grouped_batches(lengths, batch, seed=seed),
+            "shuffled": [list(b) for b in BatchSampler(list(sampler), batch, drop_last=False)]}
 
 
 def padded_fractions(batches: list[list[int]], lengths: list[int]) -> dict:
@@ -359,8 +376,8 @@ def print_padding(padding: dict) -> None:
               f"{100 * r['padded_to_longest']:>22.1f} {r['step_s_per_batch']:>16.3f} "
               f"{r['step_s_to_longest']:>15.3f} {r['time_ratio']:>10.2f}x")
     print("padded %: padded frame slots over all slots of an epoch; time ratio: to-longest s/step over "
-          "Collator s/step.\nTraining draws random batches (DistributedSampler); length-sorted is what "
-          "a length-bucketing sampler would add.")
+          "Collator s/step.\ngrouped: batches of clips of about one length (train.group_by_length: true, the "
+          "default); shuffled: a DistributedSampler's order (train.group_by_length: false).")
 
 
 # ============================================================================ main ===========
@@ -393,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
           f"of {sum('ref_over_plain' in r for r in rows)} cells")
     common.write_json(args.out, {
         "data": source.note, "environment": common.environment(device),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "settings": {k: (common.shown(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "target_ref_over_plain": TARGET_RATIO, "rows": rows, "notes": notes, "padding": padding})
     return 0
 

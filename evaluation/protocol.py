@@ -335,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = schema.load_config(args.cfg_file, args.overrides)
     experiment = cfg.experiment or Path(args.cfg_file).stem
     root = (REPO_ROOT / cfg.results_dir / experiment / "protocol" / args.protocol).resolve()
+    if args.decode_from and not (REPO_ROOT / cfg.results_dir / args.decode_from / "protocol" / args.protocol).is_dir():
+        print(f"evaluation.protocol: error: --decode-from {args.decode_from}: no such experiment "
+              f"({Path(cfg.results_dir) / args.decode_from / 'protocol' / args.protocol} is missing)", file=sys.stderr)
+        return 2
     runs = plan_runs(cfg, args, root)
     started = time.monotonic()
     for i, run in enumerate([] if args.baselines_only else runs, 1):

@@ -6,8 +6,10 @@ and CIDEr, so every quality figure is reported with these companions:
 * :func:`novelty`: the share of generated captions that are not a verbatim training text;
 * :func:`distinct`: how many different captions the model writes over the test set;
 * :func:`self_retrieval`: does a clip's caption pick out that clip among all test clips
-  (R@k by CIDEr-D against each clip's references), with :func:`reference_ceiling`, the same
-  measure for a held-out human reference, as the human level to compare with;
+  (R@k by CIDEr-D against each clip's references), with :func:`retrieval_ceiling`, the most
+  that captions drawn from the texts at hand can reach (a bound on every retrieval baseline),
+  and :func:`held_out_reference`, the same measure for a held-out human reference (agreement
+  between references, not a ceiling);
 * :func:`bootstrap_ci`: a percentile bootstrap interval over test clips for a corpus metric or
   for the paired difference model minus baseline.
 
@@ -33,7 +35,7 @@ from core.cider import (DocumentFrequency, check_references, cider_d_matrix, cid
 __all__ = [
     "normalize_text", "novelty", "distinct", "coco_tokenize", "ngram_counts", "DocumentFrequency",
     "document_frequency", "cider_d_matrix", "retrieval_ranks", "recall_at_k", "self_retrieval",
-    "reference_ceiling", "Interval", "bootstrap_ci", "cider_statistic", "bleu_statistic",
+    "retrieval_ceiling", "held_out_reference", "Interval", "bootstrap_ci", "cider_statistic", "bleu_statistic",
     "corpus_statistic", "paired_difference", "bootstrap_metric",
 ]
 
@@ -131,10 +133,59 @@ def self_retrieval(predictions: Mapping[Hashable, str], references: Mapping[Hash
     return recall_at_k(retrieval_ranks(scores, ties=ties), ks)
 
 
-def reference_ceiling(references: Mapping[Hashable, Sequence[str]], ks: Iterable[int] = (1, 3), *,
-                      ties: str = "against") -> dict[str, float]:
-    """Self-retrieval R@k of a held-out human reference: the human level (meant as the ceiling)
-    of :func:`self_retrieval`.
+def retrieval_ceiling(references: Mapping[Hashable, Sequence[str]], texts: Iterable[str] = (),
+                      ks: Iterable[int] = (1, 3), *, ties: str = "against", chunk: int = 512) -> dict[str, float]:
+    """The highest self-retrieval R@k that captions drawn from a set of texts can reach: for each
+    clip, the best rank of that clip (:func:`retrieval_ranks`) over every candidate text, and R@k
+    the share of clips whose best rank is within k.
+
+    The candidates are ``texts`` (say, every training text and paraphrase) and every reference of
+    every clip.  A caption's scores do not depend on the other captions (CIDEr-D with document
+    frequencies from the references, as :func:`self_retrieval` computes them), so for any
+    predictions whose texts are all candidates, ``self_retrieval(predictions, references, ks)``
+    is at most this, clip by clip: it bounds every retrieval baseline and any caption that copies
+    a training text or a reference.  A clip stays below it only where no text at hand retrieves
+    it (a clip whose references equal another clip's can never be first: ties count against).
+    """
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    ids = list(references)
+    refs = [list(references[i]) for i in ids]
+    check_references(refs)
+    if not refs:
+        raise ValueError("retrieval_ceiling needs at least one clip")
+    flat = [t for r in refs for t in r]
+    extra = [t for t in texts if isinstance(t, str)]
+    tokens = coco_tokenize(flat + extra)
+    ref_counts = split_like([ngram_counts(t) for t in tokens[:len(flat)]], refs)
+    df = document_frequency_from_counts(ref_counts)
+    candidates = [ngram_counts(t) for t in dict.fromkeys(tokens)]  # each distinct tokenised text once
+    best = np.full(len(refs), len(refs) + 1, dtype=np.int64)
+    for start in range(0, len(candidates), chunk):
+        scores = cider_from_counts(candidates[start:start + chunk], ref_counts, df)  # (C, clips)
+        best = np.minimum(best, _ranks_of_every_clip(scores, ties).min(axis=0))
+    return {f"R@{k}": float(np.mean(best <= k)) for k in ks}
+
+
+def _ranks_of_every_clip(scores: np.ndarray, ties: str, tolerance: float = TIE_TOLERANCE) -> np.ndarray:
+    """``ranks[c, i]``: :func:`retrieval_ranks` of clip i when candidate c is clip i's caption."""
+    ordered = np.sort(scores, axis=1)
+    margin = tolerance * np.maximum(1.0, np.abs(scores))
+    n = scores.shape[1]
+    ranks = np.empty(scores.shape, dtype=np.int64)
+    for c in range(scores.shape[0]):
+        if ties == "against":  # every other clip scoring at least own - margin
+            ranks[c] = n - np.searchsorted(ordered[c], scores[c] - margin[c], side="left")
+        else:  # every clip scoring above own + margin, plus one
+            ranks[c] = 1 + n - np.searchsorted(ordered[c], scores[c] + margin[c], side="right")
+    return ranks
+
+
+def held_out_reference(references: Mapping[Hashable, Sequence[str]], ks: Iterable[int] = (1, 3), *,
+                       ties: str = "against") -> dict[str, float]:
+    """Self-retrieval R@k of a held-out human reference: how well one reference of a clip, taken
+    as its caption, picks out the clip by the others.  Not a ceiling (see
+    :func:`retrieval_ceiling` for one).
 
     Leave-one-out over each clip's references: reference j of clip i is the caption, clip i
     keeps its other references, every other clip keeps all of its own, and the document
@@ -143,10 +194,10 @@ def reference_ceiling(references: Mapping[Hashable, Sequence[str]], ks: Iterable
     every clip weighs the same.  Clips with a single reference are left out; ``ValueError`` if
     none has two.
 
-    It is a ceiling only where a clip's references say the same thing in other words.  Where
-    they name different faults (BX: a coach's three instructions for one clip), a held-out one
-    shares little with the other two, and this figure can be near 0 while a caption that copies
-    a reference of its own clip retrieves the clip easily.
+    It measures agreement between references: high where a clip's references say the same thing
+    in other words.  Where they name different faults (BX: three instructions for one clip that
+    share few words), a held-out one retrieves its clip no better than chance (BX test: R@1 = 0),
+    while a caption that copies a reference of its own clip retrieves the clip easily.
     """
     ids = list(references)
     refs = [list(references[i]) for i in ids]
@@ -164,7 +215,7 @@ def reference_ceiling(references: Mapping[Hashable, Sequence[str]], ks: Iterable
             ranks.append(retrieval_ranks(row, [i], ties=ties)[0])
         hits.append(np.array(ranks))
     if not hits:
-        raise ValueError("reference_ceiling needs at least one clip with two or more references")
+        raise ValueError("held_out_reference needs at least one clip with two or more references")
     return {f"R@{k}": float(np.mean([np.mean(r <= k) for r in hits])) for k in ks}
 
 

@@ -40,7 +40,9 @@ examples:
 
 besides the table: distinct captions, self-retrieval R@1 / R@3 (is the captioned clip first /
 in the top 3 when every clip is ranked by the CIDEr-D of the caption against its references?),
-the same for a held-out reference (the ceiling), and with --train the novelty (share of
+the ceiling of R@k (each clip's best caption among its references and, with --train, the
+training texts: what copying a text at hand could reach), the same for a held-out reference
+(agreement between references, not a ceiling), and with --train the novelty (share of
 captions that are not a verbatim training text).
 
 exit status: 0 on success, 2 on bad input (missing ids, empty captions, unreadable files)."""
@@ -204,12 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
 def quality_figures(predictions: Mapping[Hashable, str], references: Mapping[Hashable, Sequence[str]],
                     train_texts: Sequence[str] | None) -> dict[str, float]:
     """Figures that see through n-gram scores: distinct captions, self-retrieval R@1 / R@3 of the
-    captions and of a held-out reference (the ceiling), and, given the training texts, novelty."""
-    from evaluation.quality import distinct, novelty, reference_ceiling, self_retrieval
+    captions, their ceiling for captions copied from the references and the training texts
+    (:func:`evaluation.quality.retrieval_ceiling`), the same R@k for a held-out reference
+    (agreement between references, not a ceiling), and, given the training texts, novelty."""
+    from evaluation.quality import distinct, held_out_reference, novelty, retrieval_ceiling, self_retrieval
 
     figures: dict[str, float] = {"distinct": distinct(predictions), **self_retrieval(predictions, references)}
+    figures.update({f"ceiling {k}": v for k, v in retrieval_ceiling(references, train_texts or ()).items()})
     if any(len(refs) > 1 for refs in references.values()):  # a held-out reference needs another one
-        figures.update({f"ceiling {k}": v for k, v in reference_ceiling(references).items()})
+        figures.update({f"held-out reference {k}": v for k, v in held_out_reference(references).items()})
     if train_texts is not None:
         figures["novelty"] = novelty(predictions, train_texts)
     return figures

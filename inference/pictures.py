@@ -1,8 +1,8 @@
 """Pictures of clips and runs: skeleton animations, STA-GCN node attention, T5 cross-attention, curves.
 
-    python -m inference.pictures curves results/a results/b --out curves.png
+    python -m inference.pictures curves results/a results/b --out results/curves.png
     python -m inference.pictures clip --run results/synthetic results/synthetic/data/test.pkl \\
-        --video_name test_jab_000_good --standard results/synthetic/data/standard.pkl --out-dir pics
+        --video_name test_jab_000_good --standard results/synthetic/data/standard.pkl --out-dir results/pictures
 
 Functions (matplotlib's object-oriented API on the Agg canvas; pyplot's global state is not used):
 
@@ -739,11 +739,11 @@ def pictures_for_records(model: Any, cfg: Any, records: Sequence[Mapping[str, An
 # ============================================================================ command line ===
 EPILOG = """\
 examples:
-  python -m inference.pictures curves results/a results/b --out curves.png
+  python -m inference.pictures curves results/a results/b --out results/curves.png
   python -m inference.pictures clip --run results/synthetic results/synthetic/data/test.pkl \\
-      --video_name test_jab_000_good --standard results/synthetic/data/standard.pkl --out-dir pics
+      --video_name test_jab_000_good --standard results/synthetic/data/standard.pkl --out-dir results/pictures
 
-clip writes, per clip, into --out-dir: NAME.gif (front and side views; the standard beside the
+clip writes, per clip, into --out-dir (default results/pictures): NAME.gif (front and side views; the standard beside the
 learner when --standard is given, aligned by the record's aligned_* fields), NAME_frames.png
 (key frames), NAME_node_attention.png, NAME_cross_attention.png and NAME_attention.npz.
 exit status: 0 on success, 2 on unreadable inputs."""
@@ -755,7 +755,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     sub = parser.add_subparsers(dest="command", required=True)
     curves = sub.add_parser("curves", help="loss, lr and metrics of one or several runs on one figure")
     curves.add_argument("runs", nargs="+", help="run folders results/<experiment>")
-    curves.add_argument("--out", required=True, help="PNG to write")
+    curves.add_argument("--out", default="results/curves.png", help="PNG to write (default results/curves.png)")
     clip = sub.add_parser("clip", help="skeleton animation, node and cross-attention of clips")
     which = clip.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", help="a run folder (checkpoints/best.pt, else last.pt)")
@@ -764,7 +764,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     clip.add_argument("--video_name", action="append", help="only this clip of the pickle(s) (repeatable)")
     clip.add_argument("--standard", help="standard pickle or .npy (shown beside the learner)")
     clip.add_argument("--motion_type", help="which standard of the --standard pickle to use")
-    clip.add_argument("--out-dir", "--out_dir", dest="out_dir", required=True, help="folder for the pictures")
+    clip.add_argument("--out-dir", "--out_dir", dest="out_dir", default="results/pictures",
+                      help="folder for the pictures (default results/pictures)")
     clip.add_argument("--segment", default="auto", choices=("auto", "none", "gt", "aligned", "error"))
     clip.add_argument("--num_beams", type=int, default=1)
     clip.add_argument("--max_new_tokens", type=int, default=64)

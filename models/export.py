@@ -26,6 +26,7 @@ import datetime
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -50,6 +51,9 @@ CONFIG = "config.yaml"
 CARD = "README.md"
 # merged vs unmerged logits: max |difference| <= MERGE_TOLERANCE * max(1, max |logit|) (float32)
 MERGE_TOLERANCE = 1e-4
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# an absolute path inside a text: "/" at the start or after a space, quote, bracket, "=" or ":"
+_ABSOLUTE = re.compile(r"(?<![^\s`'\"(\[=:,])/[^\s`'\"(),\]]+")
 
 
 class ExportError(CheckpointError):
@@ -174,6 +178,23 @@ def _quiet_progress() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+def portable(path: str | os.PathLike, *bases: str | os.PathLike) -> str:
+    """``path`` as an export may record it without naming this machine's folders: relative to the
+    first of ``bases`` (then the repository root) that holds it, else its name alone."""
+    path = Path(path).resolve()
+    for base in (*bases, REPO_ROOT):
+        try:
+            return path.relative_to(Path(base).resolve()).as_posix() or "."
+        except ValueError:
+            continue
+    return path.name
+
+
+def portable_text(text: str, *bases: str | os.PathLike) -> str:
+    """``text`` with every absolute path in it made :func:`portable`."""
+    return _ABSOLUTE.sub(lambda m: portable(m.group(0), *bases), text)
+
+
 def checkpoint_file(run: Path, which: str) -> Path:
     """The checkpoint of ``run`` to export: best.pt else last.pt by default; else best | last |
     epoch_NNNN | a file."""
@@ -201,9 +222,10 @@ def export_run(run: str | os.PathLike, out: str | os.PathLike, ckpt: str = "",
     payload = load_checkpoint(path)
     model, cfg = model_from_payload(payload, path)
     state = payload.get("state") or {}
-    source = {"run": str(run.resolve()), "checkpoint": str(path.resolve()), "epoch": state.get("epoch"),
+    # paths relative to the repository (the run) or bare names: the folder names no machine's folders
+    source = {"run": portable(run), "checkpoint": portable(path, run), "epoch": state.get("epoch"),
               "step": state.get("step")}
-    card = model_card(model, cfg, run, path, source)
+    card = portable_text(model_card(model, cfg, run, path, source), run)
     return write_export(model, cfg, out, source=source, card=card, overwrite=overwrite)
 
 
@@ -269,7 +291,7 @@ def _commands(run: Path) -> list[str]:
     if lines:
         return ["Commands run in this folder (`commands.txt`):", "", "```", *lines, "```"]
     return ["The run's resolved config reproduces it:", "", "```",
-            f"python train_t5_stagcn.py --cfg_file {run / 'config.yaml'}", "```"]
+            "python train_t5_stagcn.py --cfg_file THIS_FOLDER/config.yaml", "```"]
 
 
 def model_card(model: Any, cfg: Any, run: Path, ckpt_path: Path, source: dict) -> str:
@@ -281,7 +303,8 @@ def model_card(model: Any, cfg: Any, run: Path, ckpt_path: Path, source: dict) -
     enc = cfg.model.encoder
     _, total = parameter_counts(model)
     lines = [f"# Motion2Text model: {cfg.experiment or run.name}", "",
-             f"Exported from `{ckpt_path}` (epoch {source.get('epoch')}, step {source.get('step')}).", "",
+             f"Exported from `{source['checkpoint']}` of run `{source['run']}` (epoch {source.get('epoch')}, "
+             f"step {source.get('step')}).", "",
              "## Model", "",
              f"- STA-GCN encoder: channels {enc.channels}, strides {enc.strides}, temporal kernel "
              f"{enc.temporal_kernel}, {enc.num_attention_graphs} attention graphs",
@@ -371,7 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"models.export: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     manifest = read_manifest(out)
-    print(f"wrote {out} (from {manifest['source']['checkpoint']}, T5 adapters {manifest['adapters']})")
+    source = manifest["source"]
+    print(f"wrote {args.out} (from {source['checkpoint']} of {source['run']}, T5 adapters {manifest['adapters']})")
     return 0
 
 

@@ -234,9 +234,11 @@ def test_command_with_validation_records_writes_json(tmp_path, capsys):
                  "--no-java"]) == 0
     printed = capsys.readouterr().out
     assert "chosen on the validation records" in printed and "METEOR left out" in printed
-    assert "no self-retrieval ceiling" in printed             # one reference per test clip
+    assert "no held-out reference figure" in printed          # one reference per test clip
     document = json.loads(out.read_text())
-    assert document["clips"] == {"train": 4, "test": 2, "val": 1} and document["reference_ceiling"] is None
+    assert document["clips"] == {"train": 4, "test": 2, "val": 1} and document["held_out_reference"] is None
+    for name, row in document["baselines"].items():            # the ceiling still bounds every row
+        assert row["R@1"] <= document["retrieval_ceiling"]["R@1"], name
     assert document["baselines"]["nearest_neighbour"]["predictions"]["3_b_1"] == "Lift the back foot."
 
 
@@ -329,6 +331,20 @@ def test_bx_quality_columns_equal_direct_computations(bx):
         assert row["R@1"] == pytest.approx(hits / len(ids)), name
 
 
+def test_bx_ceiling_bounds_every_baseline_and_the_paraphrase(bx):
+    from evaluation.baselines import ceiling_texts
+    from evaluation.quality import held_out_reference, retrieval_ceiling
+
+    train, test, results = bx
+    ceiling = retrieval_ceiling(references_of(test), ceiling_texts(train, test), (1, 3))
+    for name, row in results.items():
+        assert row["R@1"] <= ceiling["R@1"] and row["R@3"] <= ceiling["R@3"], (name, row["R@1"], ceiling)
+    assert ceiling["R@1"] >= max(row["R@1"] for row in results.values()) > 0.5  # the paraphrase: 0.63
+    # a held-out reference is no ceiling on BX: a clip's three instructions share few words
+    assert held_out_reference(references_of(test), (1,))["R@1"] < min(row["R@1"] for row in results.values()
+                                                                      if row["R@1"] > 0)
+
+
 def test_command_on_bx_prints_the_table_and_writes_json(bx_dir, tmp_path):
     out = tmp_path / "baselines.json"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
@@ -345,3 +361,6 @@ def test_command_on_bx_prints_the_table_and_writes_json(bx_dir, tmp_path):
     assert document["baselines"]["consensus"]["k"] == 3
     assert document["clips"] == {"train": 163, "test": 41}
     assert len(document["baselines"]["nearest_neighbour"]["predictions"]) == 41
+    ceiling = document["retrieval_ceiling"]
+    assert all(row["R@1"] <= ceiling["R@1"] for row in document["baselines"].values())
+    assert "held-out reference" in done.stdout and document["held_out_reference"]["R@1"] < ceiling["R@1"]

@@ -63,7 +63,7 @@ def test_train_step_writes_plain_and_reference_rows(tmp_path):
     assert rows[1]["ref_over_plain"] == pytest.approx(rows[1]["step_s"] / rows[0]["step_s"])
     padding = result["padding"]
     if common.bx_present():
-        assert [r["order"] for r in padding["rows"]] == ["random", "length-sorted"]
+        assert [r["order"] for r in padding["rows"]] == ["grouped", "shuffled"]
         for r in padding["rows"]:
             assert 0 <= r["padded_per_batch"] <= r["padded_to_longest"] < 1
             assert positive(r["time_ratio"]) and positive(r["step_s_per_batch"])
@@ -80,13 +80,28 @@ def test_padded_fractions_by_hand():
     assert got["frames_per_batch"] == pytest.approx(6.0)
 
 
-def test_epoch_orders_cover_every_sample_once_and_sorted_batches_are_tight():
+def test_epoch_orders_are_trainings_and_grouped_batches_are_tight():
+    from dataloaders.sampler import length_grouped_batches
+
     lengths = [5, 1, 9, 3, 7, 2, 8]
     orders = train_step.epoch_orders(lengths, batch=3, seed=0)
+    assert list(orders) == ["grouped", "shuffled"]
     for batches in orders.values():
         assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    spans = sorted(sorted(lengths[i] for i in b) for b in orders["length-sorted"])
-    assert spans == [[1, 2, 3], [5, 7, 8], [9]]
+    assert orders["grouped"] == length_grouped_batches(lengths, 3, seed=0)  # train.group_by_length: true
+    spans = sorted(sorted(lengths[i] for i in b) for b in orders["grouped"])
+    assert spans == [[1, 2], [3, 5], [7, 8, 9]]
+
+
+def test_train_step_default_grid_is_the_short_one_and_full_the_long_one():
+    default = train_step.parse_args([])
+    assert (default.configs, default.batches, default.steps, default.padding_steps) == (["tiny"], [8], 2, 2)
+    assert vars(train_step.parse_args(["--quick"])) == {**vars(default), "quick": True}
+    full = train_step.parse_args(["--full"])
+    assert (full.configs, full.batches, full.steps, full.padding_steps) == (["tiny", "small"], [8, 32], 4, 6)
+    cells, notes = train_step.plan_grid(full, torch.device("cpu"))
+    assert ("small", "origin", 32) in cells and not notes
+    assert "minute" in train_step.__doc__ and "--full" in train_step.__doc__
 
 
 def test_pad_time_keeps_the_clip_and_masks_the_rest():

@@ -103,19 +103,31 @@ def test_only_the_aligned_fields_change_and_the_format_is_kept(tmp_path):
     assert result[1]["aligned_std_start_frame"] == 24
 
 
-def test_the_input_is_never_overwritten(tmp_path):
+def refused(capsys, status: int, match: str) -> None:
+    """Exit status 2 and one line on stderr that says ``match``."""
+    err = capsys.readouterr().err
+    assert status == 2 and match in err and len(err.strip().splitlines()) == 1, (status, err)
+
+
+def test_the_input_is_never_overwritten(tmp_path, capsys):
     data, std_path, _, _ = _write_case(tmp_path, warp=False)
-    with pytest.raises(SystemExit, match="never overwritten"):
-        _run(data, std_path, data, "window")
-    with pytest.raises(SystemExit, match="never overwritten"):
-        _run(data, std_path, tmp_path / "." / "data.pkl", "window")
+    refused(capsys, _run(data, std_path, data, "window"), "never overwritten")
+    refused(capsys, _run(data, std_path, tmp_path / "." / "data.pkl", "window"), "never overwritten")
     out = tmp_path / "out.pkl"
     out.write_bytes(b"keep me")
-    with pytest.raises(SystemExit, match="--overwrite"):
-        _run(data, std_path, out, "window")
+    refused(capsys, _run(data, std_path, out, "window"), "--overwrite")
     assert out.read_bytes() == b"keep me"
-    with pytest.raises(SystemExit, match="--embedder"):
-        _run(data, std_path, tmp_path / "new.pkl", "carl")
+    refused(capsys, _run(data, std_path, tmp_path / "new.pkl", "carl"), "--embedder")
+    refused(capsys, _run(data, std_path, tmp_path / "new.pkl", "carl", "--embedder", str(tmp_path / "no.pt")),
+            "does not exist")
+    assert not (tmp_path / "new.pkl").exists()
+
+
+def test_default_output_goes_under_results(tmp_path, monkeypatch, capsys):
+    data, std_path, _, _ = _write_case(tmp_path, warp=False)
+    monkeypatch.chdir(tmp_path)
+    assert P.main(["--data", str(data), "--standard", str(std_path), "--method", "window", "--no-progress"]) == 0
+    assert (tmp_path / "results" / "alignment" / "data.window.pkl").is_file()
 
 
 def test_carl_method_runs_with_a_checkpoint(tmp_path):

@@ -15,7 +15,7 @@ from pycocoevalcap.cider.cider import Cider
 from core.ptb_tokenizer import coco_tokenize_python
 from evaluation.quality import (Interval, bleu_statistic, bootstrap_ci, bootstrap_metric, cider_d_matrix,
                                 cider_statistic, distinct, document_frequency, normalize_text, novelty,
-                                paired_difference, recall_at_k, reference_ceiling, retrieval_ranks,
+                                paired_difference, recall_at_k, held_out_reference, retrieval_ceiling, retrieval_ranks,
                                 self_retrieval)
 
 
@@ -161,18 +161,18 @@ def test_self_retrieval_equals_ranks_from_pycocoevalcap(bx_texts):
     assert self_retrieval(predictions, references) == pytest.approx(expected, abs=1e-12)
 
 
-def test_reference_ceiling_by_hand():
+def test_held_out_reference_by_hand():
     references = {"a": ["red ball", "red ball"], "b": ["blue cube", "blue cube"], "c": ["green cone"]}
     # a and b: the held-out reference equals the remaining one -> rank 1; c has one reference: left out.
-    assert reference_ceiling(references, (1,)) == {"R@1": 1.0}
+    assert held_out_reference(references, (1,)) == {"R@1": 1.0}
     # a's held-out text also appears in clip b, which keeps two copies: a tie, counted against a.
     references = {"a": ["red ball", "red ball"], "b": ["red ball", "red ball"]}
-    assert reference_ceiling(references, (1, 2)) == {"R@1": 0.0, "R@2": 1.0}
+    assert held_out_reference(references, (1, 2)) == {"R@1": 0.0, "R@2": 1.0}
     with pytest.raises(ValueError, match="two or more"):
-        reference_ceiling({"a": ["x"], "b": ["y"]})
+        held_out_reference({"a": ["x"], "b": ["y"]})
 
 
-def test_reference_ceiling_equals_pycocoevalcap_leave_one_out():
+def test_held_out_reference_equals_pycocoevalcap_leave_one_out():
     rng = np.random.default_rng(3)
     _, refs = random_corpus(rng, 8, vocab=("a", "b", "c", "d"), max_len=6, max_refs=3)
     refs[0] = ["a b c", "a b c d", "d d"]
@@ -188,8 +188,42 @@ def test_reference_ceiling_equals_pycocoevalcap_leave_one_out():
             hits.append(1 + sum(row[m] >= row[i] for m in corpus if m != i))
         expected_per_clip.append(np.array(hits))
     expected = {f"R@{k}": float(np.mean([np.mean(h <= k) for h in expected_per_clip])) for k in (1, 2)}
-    assert reference_ceiling(dict(enumerate(refs)), (1, 2)) == pytest.approx(expected, abs=1e-12)
+    assert held_out_reference(dict(enumerate(refs)), (1, 2)) == pytest.approx(expected, abs=1e-12)
 
+
+def test_retrieval_ceiling_by_hand():
+    # b and c have the same references: no text puts either first (ties count against), and each
+    # is second at best; a's own reference retrieves a.
+    references = {"a": ["red ball"], "b": ["blue cube"], "c": ["blue cube"]}
+    assert retrieval_ceiling(references, (), (1, 2)) == {"R@1": pytest.approx(1 / 3), "R@2": 1.0}
+    assert retrieval_ceiling(references, (), (1,), ties="for") == {"R@1": 1.0}
+    # one text shared by all three clips: nothing in the pool tells them apart but their own words
+    references = {"a": ["keep your guard up"], "b": ["keep your guard up"], "c": ["keep your guard up"]}
+    assert retrieval_ceiling(references, ["bend the knees"], (1, 3)) == {"R@1": 0.0, "R@3": 1.0}
+    with pytest.raises(ValueError, match="ties"):
+        retrieval_ceiling(references, (), ties="sideways")
+
+
+def test_retrieval_ceiling_bounds_every_choice_of_captions_from_the_pool():
+    rng = np.random.default_rng(5)
+    for trial in range(6):
+        texts, refs = random_corpus(rng, 7, vocab=("a", "b", "c", "d", "e"), max_len=5, max_refs=3)
+        references = dict(enumerate(refs))
+        pool = list(texts) + [t for r in refs for t in r]
+        ceiling = retrieval_ceiling(references, texts, (1, 2, 3))
+        best = {f"R@{k}": 0.0 for k in (1, 2, 3)}
+        for _ in range(40):  # random captions drawn from the pool never beat it
+            predictions = {i: pool[rng.integers(len(pool))] for i in references}
+            got = self_retrieval(predictions, references, (1, 2, 3))
+            for key, value in got.items():
+                assert value <= ceiling[key] + 1e-12, (trial, key)
+                best[key] = max(best[key], value)
+        # and it is reached: each clip's own best text, chosen by brute force
+        chosen = {}
+        for i in references:
+            ranks = [retrieval_ranks(cider_d_matrix([t], refs), [i])[0] for t in pool]
+            chosen[i] = pool[int(np.argmin(ranks))]
+        assert self_retrieval(chosen, references, (1,))["R@1"] == pytest.approx(ceiling["R@1"])
 
 # ------------------------------------------------------------------------------ bootstrap
 def test_bootstrap_of_a_single_clip_is_a_point():

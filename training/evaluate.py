@@ -21,6 +21,7 @@ from training import distributed, run
 from training.trainer import Trainer, to_device
 
 log = logging.getLogger("motion2text")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def generate_captions(model, dataset, data: Data, cfg: schema.Config, dist: distributed.Dist) -> dict[str, str]:
@@ -138,13 +139,28 @@ def keep_best(run_dir: Path, trainer: Trainer, metrics: dict, tokenizer_files: d
         log.info("new best validation %s %.4f at epoch %d -> checkpoints/best.pt", metric, score, p.epoch)
 
 
+def checkpoint_path(run_dir: Path, which: str) -> Path:
+    """``--ckpt``: a file, else best | last | epoch_NNNN[.pt] of the run's checkpoints/."""
+    path = Path(which)
+    return path if path.is_file() else run_dir / "checkpoints" / (which if which.endswith(".pt") else f"{which}.pt")
+
+
+def relative_path(path: Path, run_dir: Path) -> str:
+    """``path`` relative to the run folder (else the repository root), else its name: what a result
+    file records, so that it names no machine's folders."""
+    for base in (run_dir, REPO_ROOT):
+        try:
+            return path.resolve().relative_to(base.resolve()).as_posix()
+        except ValueError:
+            continue
+    return path.name
+
+
 def score_split(model, data: Data, cfg: schema.Config, dist: distributed.Dist, run_dir: Path, which: str,
                 split: str) -> dict:
     """Caption ``split`` (test | val) with checkpoint ``which`` and write
     ``predictions/<split>_<name>.json`` and ``<split>_<name>_metrics.json``."""
-    path = Path(which)
-    if not path.is_file():
-        path = run_dir / "checkpoints" / (which if which.endswith(".pt") else f"{which}.pt")
+    path = checkpoint_path(run_dir, which)
     payload = load_checkpoint(path)
     model.load_state_dict(payload["model"])
     predictions, metrics = evaluate_split(model, data.test if split == "test" else data.val, data, cfg, dist)
@@ -152,7 +168,8 @@ def score_split(model, data: Data, cfg: schema.Config, dist: distributed.Dist, r
         epoch = payload.get("state", {}).get("epoch")
         atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
                                run_dir / "predictions" / f"{split}_{path.stem}.json")
-        atomic_write_text(json.dumps({"split": split, "checkpoint": str(path), "epoch": epoch, **metrics},
+        atomic_write_text(json.dumps({"split": split, "checkpoint": relative_path(path, run_dir), "epoch": epoch,
+                                      **metrics},
                                           indent=1), run_dir / f"{split}_{path.stem}_metrics.json")
         log.info("%s split, %s (epoch %s): %s", split, path.name, epoch,
                  "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, (int, float))))
