@@ -244,8 +244,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MetricSkippedWarning)
         overall, by_group = score_with_breakdown(predictions, references, groups, use_java=use_java,
-                                                 bertscore_model=args.bertscore_model)
+                                                 bertscore_model=args.bertscore_model, allow_empty_predictions=True)
     notes = [str(w.message) for w in caught if issubclass(w.category, MetricSkippedWarning)]
+    empty = sorted(str(i) for i, text in predictions.items() if not text.strip())
+    if empty:  # a model may write nothing; that scores as an empty hypothesis, as in training
+        notes.append(f"{len(empty)} empty caption(s) scored as empty hypotheses ({', '.join(empty[:5])}"
+                     f"{', ...' if len(empty) > 5 else ''})")
     counts = {"overall": len(references)}
     if groups is not None:
         counts.update({g: len(m) for g, m in group_members(list(references), groups).items()})

@@ -158,7 +158,6 @@ def test_unsafe_pickle_is_refused(tmp_path, capsys):
     (PREDICTIONS, [{"video_name": "v1"}], "record 0 (video_name 'v1') has no 'labels'"),
     (PREDICTIONS, RECORDS + [RECORDS[0]], "record 4: video_name 'v1' appears twice"),
     (PREDICTIONS, "a string", "expected a list of records"),
-    ({**PREDICTIONS, "v1": ""}, RECORDS, "prediction for id 'v1' is empty"),
     (PREDICTIONS, [{**RECORDS[0], "labels": []}] + RECORDS[1:], "references for id 'v1' are an empty list"),
 ])
 def test_bad_files_exit_2_with_a_clear_message(tmp_path, capsys, predictions, references, fragment):
@@ -170,6 +169,20 @@ def test_bad_files_exit_2_with_a_clear_message(tmp_path, capsys, predictions, re
     refs = write(tmp_path / "r.json", references)
     assert run_cli("--predictions", preds, "--references", refs, "--no-java") == 2
     assert fragment in capsys.readouterr().err
+
+
+def test_an_empty_caption_is_scored_as_an_empty_hypothesis(tmp_path, capsys):
+    """A model may write nothing for a clip: the command scores it (as training's evaluation does)
+    and says so, instead of refusing the file."""
+    out = tmp_path / "m.json"
+    preds = write(tmp_path / "p.json", {**PREDICTIONS, "v1": ""})
+    assert run_cli("--predictions", preds, "--references", write(tmp_path / "r.json", RECORDS), "--no-java",
+                   "--out", out) == 0
+    assert "1 empty caption(s) scored as empty hypotheses (v1)" in capsys.readouterr().out
+    with_text = tmp_path / "m2.json"
+    assert run_cli("--predictions", write(tmp_path / "p2.json", PREDICTIONS), "--references", tmp_path / "r.json",
+                   "--no-java", "--out", with_text) == 0
+    assert json.loads(out.read_text())["overall"]["BLEU-1"] < json.loads(with_text.read_text())["overall"]["BLEU-1"]
 
 
 def test_unsupported_reference_extension(tmp_path, capsys):

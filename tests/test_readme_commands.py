@@ -304,13 +304,38 @@ def data_present(path: str, root: Path) -> bool:
     return True
 
 
-def static_problems(command: Command, root: Path) -> list[str]:
-    """What is wrong with a command that is checked without running (see the module docstring)."""
+def static_problems(command: Command, root: Path, produced: frozenset[str] = frozenset()) -> list[str]:
+    """What is wrong with a command that is checked without running (see the module docstring).
+    ``produced``: run folders an earlier command of the README makes (checked, not run), which a
+    later one may name."""
     words = words_of(command.text)
     problems = bracket_problems(words)
     for simple in segments(words):
-        problems += segment_problems(simple, root, setup=is_setup(simple))
+        problems += segment_problems(simple, root, setup=is_setup(simple), produced=produced)
     return problems
+
+
+TRAINERS = ("train_t5_stagcn.py", "alignment.train_carl")
+
+
+def run_folders_made(command: Command, root: Path) -> set[str]:
+    """``results/<experiment>`` of a training command (``experiment=`` override, else the config's
+    ``experiment`` key, else its file's stem): where its run will be, for the commands after it."""
+    import yaml
+
+    made = set()
+    for simple in segments(words_of(command.text)):
+        program = program_of(simple)
+        if program is None or not any(t in " ".join(simple) for t in TRAINERS):
+            continue
+        args = program.args
+        configs = [args[n + 1] for n, a in enumerate(args[:-1]) if a in ("--cfg_file", "--cfg-file")]
+        if not configs or SENTINEL in configs[0] or not (root / configs[0]).is_file():
+            continue
+        named = [a.split("=", 1)[1] for a in args if a.startswith("experiment=")]
+        stated = (yaml.safe_load((root / configs[0]).read_text()) or {}).get("experiment")
+        made.add(f"results/{(named or [stated or Path(configs[0]).stem])[0]}")
+    return made
 
 
 def bracket_problems(words: list[str]) -> list[str]:
@@ -320,7 +345,8 @@ def bracket_problems(words: list[str]) -> list[str]:
     return []
 
 
-def segment_problems(words: list[str], root: Path, setup: bool = False) -> list[str]:
+def segment_problems(words: list[str], root: Path, setup: bool = False,
+                     produced: frozenset[str] = frozenset()) -> list[str]:
     problems: list[str] = []
     program = program_of(words)
     if program is None:
@@ -342,7 +368,7 @@ def segment_problems(words: list[str], root: Path, setup: bool = False) -> list[
             continue
         if not data_present(value, root):
             continue
-        if not (root / value).exists():
+        if not (root / value).exists() and not any(value == p or value.startswith(p + "/") for p in produced):
             problems.append(f"{value}: no such file or folder")
     if setup:
         return problems
@@ -350,7 +376,7 @@ def segment_problems(words: list[str], root: Path, setup: bool = False) -> list[
     configs = [program.args[n + 1] for n, a in enumerate(program.args[:-1]) if a in ("--cfg_file", "--cfg-file")]
     configs += [a.split("=", 1)[1] for a in program.args if a.startswith(("--cfg_file=", "--cfg-file="))]
     for cfg in configs:
-        if SENTINEL not in cfg and not (root / cfg).is_file():
+        if SENTINEL not in cfg and not (root / cfg).is_file() and not any(cfg.startswith(p + "/") for p in produced):
             problems.append(f"--cfg_file {cfg}: no such config")
     # 3. flags and --help
     for prog, args in ([(program.launcher, program.launcher.args)] if program.launcher else []) + [(program, program.args)]:
@@ -435,6 +461,7 @@ class Workspace:
     root: Path
     tally: Counter = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
+    produced: set[str] = field(default_factory=set)  # run folders of earlier trainings (checked, not run)
 
     def stand_in(self) -> None:
         """A tiny run at results/synthetic, made once (configs/synthetic.yaml's data, one epoch)."""
@@ -484,7 +511,8 @@ def check_or_run(command: Command, ws: Workspace) -> str:
         return "setup"
     reason = "" if command.long or command.placeholders else long_reason(command)
     if command.long or command.placeholders or reason:
-        problems = static_problems(command, ws.root)
+        problems = static_problems(command, ws.root, frozenset(ws.produced))
+        ws.produced |= run_folders_made(command, ws.root)
         if reason:
             problems.insert(0, f"{reason}: mark it `# long` on its first line (checked, not run)")
         if problems:
@@ -548,6 +576,20 @@ def test_a_correct_sample_passes_its_checks():
 def check(markdown_line: str) -> list[str]:
     (command,) = split_commands(f"```bash\n{markdown_line}\n```\n")
     return static_problems(command, REPO_ROOT)
+
+
+def test_a_run_folder_made_by_an_earlier_training_may_be_named():
+    """``results/boxing/...`` exists only after the BX training: a checked command may name it when
+    an earlier command of the README trains that run, and not otherwise."""
+    (train,) = split_commands("```bash\npython train_t5_stagcn.py --cfg_file configs/boxing.yaml   # long\n```\n")
+    (named,) = split_commands("```bash\npython train_t5_stagcn.py --cfg_file configs/boxing.yaml "
+                              "experiment=bx2   # long\n```\n")
+    assert run_folders_made(train, REPO_ROOT) == {"results/boxing"}
+    assert run_folders_made(named, REPO_ROOT) == {"results/bx2"}
+    (score,) = split_commands("```bash\npython -m evaluation.score --predictions results/boxing/predictions/"
+                              "test_best.json --references configs/boxing.yaml   # long\n```\n")
+    assert static_problems(score, REPO_ROOT, frozenset({"results/boxing"})) == []
+    assert static_problems(score, REPO_ROOT) == ["results/boxing/predictions/test_best.json: no such file or folder"]
 
 
 def test_a_planted_wrong_flag_fails_the_check():
