@@ -17,11 +17,12 @@ The figures and how each is made:
 
   - ``tokenised`` (TM2T, MotionGPT): a reference is the ``tokens`` field of a ``texts/*.txt``
     line (``caption#tokens#from#to``; tokens are ``word/POS``), each token cut at its first
-    ``/`` and the words joined by single spaces.  Nothing else is done, because the field was
-    made by HumanML3D's text processing: hyphens removed, spaCy tokens that are not purely
-    alphabetic dropped (so punctuation and numbers are gone), nouns and verbs replaced by their
-    lemma except the word "left", the lower case of the released captions kept.  ``a man kicks
-    something with his left leg.`` becomes ``a man kick something with his left leg``.
+    ``/`` and the words joined by single spaces; every token is kept.  Nothing else is done
+    (TM2T neither lower-cases nor filters), because the field was made by HumanML3D's text
+    processing: hyphens removed, spaCy tokens that are not purely alphabetic dropped (so
+    punctuation and numbers are gone), nouns and verbs replaced by their lemma except the word
+    "left", other words as written; the released captions are lower case, so the words are too.
+    ``a man kicks something with his left leg.`` becomes ``a man kick something with his left leg``.
   - ``raw`` (MotionGPT3 and later): a reference is the caption text, the line's first field.
 
   Either way a clip's references are its lines in file order, the first three kept and fewer
@@ -414,7 +415,8 @@ def matching_rows(folder: HumanML3DFolder, clips: Sequence[Clip], predictions: S
 # ------------------------------------------------------------------------------------------
 EPILOG = """\
 examples:
-  python -m evaluation.m2t --predictions P.json --data results/synthetic/data/test.pkl --references raw
+  python -m evaluation.m2t --predictions results/synthetic/predictions/test_best.json \\
+      --data results/synthetic/data/test.pkl --references raw
   python -m evaluation.m2t --predictions P.json --data HumanML3D --references tokenised \\
       --evaluator t2m_evaluator --spacy-model en_core_web_sm --bertscore-model models/roberta-large
 
