@@ -66,7 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ratio-sizes", type=common.choice_list(RATIO_SIZES), default=["bx"],
                         help="model sizes of the reference-branch cost rows (default bx; bx,base adds "
-                             "t5-base's sizes, about a minute a run on a CPU)")
+                             "t5-base's sizes, about a minute in all on a CPU core)")
     parser.add_argument("--ratio-runs", type=int, default=3, help="timed runs per model of those rows (default 3)")
     parser.add_argument("--skip-ratio", action="store_true", help="leave out the reference-branch cost rows")
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR / "generate.json")

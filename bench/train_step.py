@@ -30,7 +30,7 @@ Reference branch cost: the training step with ``reference: subtract`` over the p
 repository's BX sizes (``bx``: configs/boxing.yaml's model, BX training batches of 16 clips) and,
 with ``--ratio-sizes bx,base``, at t5-base's sizes (``base``: T5 d_model 768, 12 + 12 layers,
 random weights, one fixed batch of 8 random clips x 100 frames x 22 joints with 32-token
-targets; minutes a step on 2 CPU cores). Where the time goes: ``Captioner.encode`` (STA-GCN, the
+targets; about 10 s a step at 1 thread on 2 CPU cores, a few minutes for the rows). Where the time goes: ``Captioner.encode`` (STA-GCN, the
 reference branch, the projection) forward and backward timed alone for each model; a plain step
 minus its encode is T5, the loss and AdamW. Written to ``<out>_reference.json`` beside ``--out``
 (target: reference step <= 1.3x the plain step).
@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ratio-sizes", type=common.choice_list(RATIO_SIZES), default=["bx"],
                         help="model sizes of the reference-branch cost rows (default bx; bx,base adds "
-                             "t5-base's sizes, minutes a step on a CPU)")
+                             "t5-base's sizes, about 10 s a step on a CPU core)")
     parser.add_argument("--skip-ratio", action="store_true", help="leave out the reference-branch cost rows")
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR / "train_step.json")
     args = parser.parse_args(argv)
