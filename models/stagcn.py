@@ -440,7 +440,10 @@ class STAGCN(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         mask = self._check_input(x, mask)
         n = x.shape[0] - no_grad_rows
-        if 0 < no_grad_rows and 0 < n and torch.is_grad_enabled():
+        if not 0 <= no_grad_rows < max(x.shape[0], 1):
+            raise ValueError(f"no_grad_rows must be in 0..{x.shape[0] - 1} (some rows keep their gradient), "
+                             f"got {no_grad_rows}")
+        if no_grad_rows and torch.is_grad_enabled():
             xs, masks = [x[:n], x[n:]], [mask[:n], mask[n:]]  # rows with gradient, rows without
         else:
             xs, masks = [x], [mask]

@@ -224,6 +224,9 @@ def test_no_grad_rows_give_the_one_batch_values():
             torch.testing.assert_close(got_att["node"], expected_att["node"], rtol=1e-5, atol=1e-5)
     for (name, a), b in zip(split.named_buffers(), one.buffers()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    for bad in (-1, 6):
+        with pytest.raises(ValueError, match="no_grad_rows"):
+            split(x, mask, no_grad_rows=bad)
 
 
 # ----------------------------------------------------------------------------- operators ------
