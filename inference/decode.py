@@ -1,8 +1,9 @@
 """Running a trained model: load a run or an export, and decode captions, through one function.
 
 :func:`decode_batch` is the only place a batch is captioned: training's evaluation
-(:mod:`training.evaluate`), ``caption.py``, the web page (:mod:`inference.page`) and the pictures
-call it, so a run's test captions, ``caption.py``'s and the page's agree. With ``eval.rerank`` it
+(:mod:`training.evaluate`), ``caption.py`` and the web page (:mod:`inference.page`) call it, so a
+run's test captions, ``caption.py``'s and the page's agree (the pictures decode greedily with
+T5's attention outputs, which they draw). With ``eval.rerank`` it
 keeps, of that many beam candidates (and ``eval.rerank_samples`` sampled ones, drawn from each
 clip's own seed), the one with the highest CIDEr-D against the clip's retrieved training texts.
 :func:`caption_records` captions records read by :mod:`inference.inputs`.
