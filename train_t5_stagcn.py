@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from configs import schema
+from core.paths import shown
 from dataloaders.build import Data, build_data
 from dataloaders.sampler import padding_fraction
 from dataloaders.tokenizer import tokenizer_files_of
@@ -147,10 +148,8 @@ def open_run(args: argparse.Namespace, argv: list[str] | None) -> tuple[schema.C
     dist = distributed.setup(cfg.device, cfg.train.dist_timeout_s, args.local_rank)
     run_dir = run.resolve_run_dir(REPO_ROOT / cfg.results_dir, cfg_path, cfg.experiment)
     if args.eval_only and not checkpoint_path(run_dir, args.ckpt).is_file():  # one line, before any folder is made
-        missing = checkpoint_path(run_dir, args.ckpt)
-        shown = missing.relative_to(REPO_ROOT) if missing.is_relative_to(REPO_ROOT) else missing
-        print(f"train_t5_stagcn.py: error: --eval_only: {shown}: no such checkpoint (train the run first, "
-              f"or pass --ckpt)", file=sys.stderr)
+        print(f"train_t5_stagcn.py: error: --eval_only: {shown(checkpoint_path(run_dir, args.ckpt))}: no such "
+              "checkpoint (train the run first, or pass --ckpt)", file=sys.stderr)
         raise SystemExit(2)
     if dist.main:
         run.prepare_run_dir(run_dir, cfg_path, schema.to_dict(cfg), resumable=RESUMABLE_CHANGES,

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from configs import schema
+from core.paths import shown
 from dataloaders import synthetic
 from dataloaders.collate import Collator
 from dataloaders.dataset import MotionTextDataset
@@ -115,15 +116,6 @@ def environment(device: torch.device) -> dict:
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
-
-
-def shown(path: str | os.PathLike) -> str:
-    """``path`` as a table prints it: relative to the repository root when it lies in or beside the
-    checkout (``bench/results/...``, ``../shared/data/BX``), so no machine's folders are printed."""
-    path = Path(path)
-    if path.is_absolute() and path.resolve().is_relative_to(REPO_ROOT.parent.resolve()):
-        return os.path.relpath(path.resolve(), REPO_ROOT.resolve())
-    return str(path)
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -65,6 +65,7 @@ import numpy as np
 
 from alignment.dtw import dtw, dtw_batch
 from alignment.reference import naive_dtw, naive_local_cost
+from core.paths import shown
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -232,12 +233,6 @@ def cross_case(m: int, lo: int, hi: int, peers: set[str]) -> Case:
 
 
 # ============================================================================ timing =========
-def shown(path: Path) -> str:
-    """``path`` relative to the repository root when it lies in the checkout (as bench.common.shown)."""
-    path = Path(path)
-    return os.path.relpath(path, REPO_ROOT) if path.resolve().is_relative_to(REPO_ROOT) else str(path)
-
-
 def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
     """Wall seconds, CPU seconds of this process (every thread) and the result of ``fn()``."""
     wall, cpu = time.perf_counter(), time.process_time()

@@ -8,25 +8,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
 import warnings
 from pathlib import Path
 
+from core.paths import shown
 from evaluation import metrics
-from tests.caption_templates import synthetic_case
 from evaluation.metrics import MetricSkippedWarning, close_meteor, java_available, score_captions
+from tests.caption_templates import synthetic_case
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
-
-def shown(path: Path) -> str:
-    """``path`` relative to the repository root when it lies in the checkout (as bench.common.shown)."""
-    path = Path(path)
-    return os.path.relpath(path, REPO_ROOT) if path.resolve().is_relative_to(REPO_ROOT) else str(path)
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, object]:

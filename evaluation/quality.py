@@ -43,7 +43,6 @@ TIE_TOLERANCE = 1e-9   # relative: scores this close to the own clip's count as 
 TIES = ("against", "for")
 
 
-
 # ------------------------------------------------------------------------------------------
 # Whole-caption comparisons
 # ------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from core.paths import shown
 from dataloaders.records import load_records, load_standards
 from inference import decode, inputs
 from inference.inputs import UsageError
@@ -41,24 +42,10 @@ KEEP_REQUESTS = 8  # request folders kept on disk (the page shows the latest)
 Progress = Callable[[float, str], None]
 
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 def shell_quote(text: str) -> str:
     import shlex
     return shlex.quote(str(text))
-
-
-def shown_path(word: str) -> str:
-    """A command-line word as a user would type it: an absolute path inside the repository becomes
-    relative to the repository root (commands run from there); anything else is left as it is."""
-    path = Path(word)
-    if not path.is_absolute():
-        return word
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return word
 
 
 @dataclass(frozen=True)
@@ -254,7 +241,7 @@ class DemoRun:
         if video_name is not None:
             words += ["--video_name", video_name]
         words += [*standard_args, *decoding.caption_args()]
-        return " ".join(shell_quote(shown_path(w)) for w in words)
+        return " ".join(shell_quote(shown(w)) for w in words)
 
     def caption(self, record: dict, *, standard: str = STANDARD_OWN, standard_upload: str | Path | None = None,
                 decoding: Decoding = Decoding(), source: str | Path | None = None,

@@ -36,6 +36,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from core.io import CheckpointError
+from core.paths import portable
 
 __all__ = ["MANIFEST", "SKELETON", "ExportError", "is_export", "read_manifest", "export_run", "write_export",
            "load_export", "merge_check", "MERGE_TOLERANCE"]
@@ -51,7 +52,6 @@ CONFIG = "config.yaml"
 CARD = "README.md"
 # merged vs unmerged logits: max |difference| <= MERGE_TOLERANCE * max(1, max |logit|) (float32)
 MERGE_TOLERANCE = 1e-4
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # an absolute path inside a text: "/" at the start or after a space, quote, bracket, "=" or ":"
 _ABSOLUTE = re.compile(r"(?<![^\s`'\"(\[=:,])/[^\s`'\"(),\]]+")
 
@@ -176,18 +176,6 @@ def _quiet_progress() -> Iterator[None]:
     finally:
         if was:
             hf_logging.enable_progress_bar()
-
-
-def portable(path: str | os.PathLike, *bases: str | os.PathLike) -> str:
-    """``path`` as an export may record it without naming this machine's folders: relative to the
-    first of ``bases`` (then the repository root) that holds it, else its name alone."""
-    path = Path(path).resolve()
-    for base in (*bases, REPO_ROOT):
-        try:
-            return path.relative_to(Path(base).resolve()).as_posix() or "."
-        except ValueError:
-            continue
-    return path.name
 
 
 def portable_text(text: str, *bases: str | os.PathLike) -> str:

@@ -226,8 +226,10 @@ def test_a_retrieval_run_reranks_as_caption_py_and_its_export_opens_too(retrieva
 def test_the_printed_command_names_repository_paths_as_a_user_types_them(tmp_path):
     """Paths inside the repository are shown relative to its root (commands run from there), so the
     page's command holds no machine's folders; paths elsewhere stay as given."""
-    inside = db.REPO_ROOT / "results" / "synthetic" / "data" / "test.pkl"
-    assert db.shown_path(str(inside)) == "results/synthetic/data/test.pkl"
-    assert db.shown_path("results/synthetic") == "results/synthetic"
-    assert db.shown_path(str(tmp_path / "clip.npy")) == str(tmp_path / "clip.npy")
-    assert db.shown_path("--num_beams") == "--num_beams"
+    from core.paths import REPO_ROOT, shown
+
+    inside = REPO_ROOT / "results" / "synthetic" / "data" / "test.pkl"
+    assert shown(str(inside)) == "results/synthetic/data/test.pkl"
+    assert shown("results/synthetic") == "results/synthetic"
+    assert shown(str(tmp_path / "clip.npy")) == str(tmp_path / "clip.npy")
+    assert shown("--num_beams") == "--num_beams"

@@ -15,13 +15,13 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from configs import schema
 from core.io import atomic_save, atomic_write_text, load_checkpoint
+from core.paths import portable
 from dataloaders.build import Data
 from inference.decode import decode_batch
 from training import distributed, run
 from training.trainer import Trainer, to_device
 
 log = logging.getLogger("motion2text")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def generate_captions(model, dataset, data: Data, cfg: schema.Config, dist: distributed.Dist) -> dict[str, str]:
@@ -145,17 +145,6 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
     return path if path.is_file() else run_dir / "checkpoints" / (which if which.endswith(".pt") else f"{which}.pt")
 
 
-def relative_path(path: Path, run_dir: Path) -> str:
-    """``path`` relative to the run folder (else the repository root), else its name: what a result
-    file records, so that it names no machine's folders."""
-    for base in (run_dir, REPO_ROOT):
-        try:
-            return path.resolve().relative_to(base.resolve()).as_posix()
-        except ValueError:
-            continue
-    return path.name
-
-
 def score_split(model, data: Data, cfg: schema.Config, dist: distributed.Dist, run_dir: Path, which: str,
                 split: str) -> dict:
     """Caption ``split`` (test | val) with checkpoint ``which`` and write
@@ -168,7 +157,7 @@ def score_split(model, data: Data, cfg: schema.Config, dist: distributed.Dist, r
         epoch = payload.get("state", {}).get("epoch")
         atomic_write_text(json.dumps(dict(sorted(predictions.items())), indent=1),
                                run_dir / "predictions" / f"{split}_{path.stem}.json")
-        atomic_write_text(json.dumps({"split": split, "checkpoint": relative_path(path, run_dir), "epoch": epoch,
+        atomic_write_text(json.dumps({"split": split, "checkpoint": portable(path, run_dir), "epoch": epoch,
                                       **metrics},
                                           indent=1), run_dir / f"{split}_{path.stem}_metrics.json")
         log.info("%s split, %s (epoch %s): %s", split, path.name, epoch,
