@@ -154,7 +154,7 @@ def open_run(args: argparse.Namespace, argv: list[str] | None) -> tuple[schema.C
     if dist.main:
         run.prepare_run_dir(run_dir, cfg_path, schema.to_dict(cfg), resumable=RESUMABLE_CHANGES,
                             allow_change=args.allow_config_change, subfolders=("checkpoints", "predictions", "tb"),
-                            defaults=schema.to_dict(schema.Config()), retired=schema.RETIRED)
+                            defaults=schema.saved_defaults(), retired=schema.RETIRED)
         run.record_command(run_dir, sys.argv[1:] if argv is None else argv, "train_t5_stagcn.py", dist.world)
     dist.barrier()
     run.setup_logging(run_dir, dist.rank, dist.main)

@@ -22,6 +22,7 @@ SEGMENTS = ("gt", "aligned", "error")  # record fields {segment}_start_frame ...
 SEGMENT_CHOICES = ("none",) + SEGMENTS  # data.segment
 LABEL_MODES = ("all", "random")  # data.labels
 NORMALISATIONS = ("none", "root_first_frame")  # data.normalise (dataloaders/features.py)
+BODY_FRAMES = ("canonical", "stored")  # data.frame (dataloaders/body_frame.py)
 ON_BAD = ("strict", "skip")  # data.on_bad: raise on an unusable record or clip, or drop it
 RETRIEVAL_EXCLUDE = ("self", "learner")  # model.retrieval.exclude ("none" too for queries from outside)
 GROUP_BY = ("none", "learner")  # data.val_split.group_by
@@ -75,6 +76,7 @@ class DataConfig:
     mirror: float = 0.0  # share of training samples mirrored left-right each epoch (dataloaders/augment.py)
     rotate: float = 0.0  # training samples turned about the vertical axis by up to this many degrees
     speed: float = 0.0  # training samples played at a speed drawn from [1 - s, 1 + s] (resampled in time)
+    frame: str = "canonical"  # canonical: metres, y up, feet on the floor, first frame facing +z; stored: as the files store them
     normalise: str = "root_first_frame"  # root_first_frame: the root's first-frame position subtracted
     on_bad: str = "strict"  # strict: a bad record or too short a clip stops the run; skip: dropped, counted
     max_target_len: int = 64  # target texts are cut to this many tokens
@@ -220,6 +222,7 @@ CHOICES = {
     "data.synthetic.mode": SYNTHETIC_MODES,
     "data.segment": SEGMENT_CHOICES,
     "data.labels": LABEL_MODES,
+    "data.frame": BODY_FRAMES,
     "data.normalise": NORMALISATIONS,
     "data.on_bad": ON_BAD,
     "data.val_split.group_by": GROUP_BY,
@@ -248,6 +251,10 @@ NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "
 # silently; any other value describes a model that can no longer be built, and is refused.
 RETIRED_IN = "67d6cae"
 RETIRED = {"model.annotators": 0, "eval.annotators": [], "model.retrieval.copy": False, "model.retrieval.dropout": 0.0}
+
+# Keys added after runs were written, with what a saved config or checkpoint without them meant
+# (the behaviour of the code that wrote it); a config the user writes gets the defaults instead.
+PREDATED = {"data.frame": "stored"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,8 +471,29 @@ def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
+def with_predated(raw: dict) -> dict:
+    """A saved config (a run's config.yaml or a checkpoint's, as a nested dict) with the
+    :data:`PREDATED` keys it lacks at what they meant when it was written. ``raw`` is not changed."""
+    for key, old in PREDATED.items():
+        *sections, name = key.split(".")
+        node = raw
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict) and name not in node:
+            raw = _merge(raw, parse_overrides([f"{key}={old}"]))
+    return raw
+
+
+def saved_defaults() -> dict:
+    """The defaults as a nested dict, the :data:`PREDATED` keys at their old meaning: what stands
+    in for a key that a saved config predates."""
+    return _merge(to_dict(Config()), parse_overrides([f"{key}={old}" for key, old in PREDATED.items()]))
+
+
 def from_dict(raw: dict) -> Config:
-    return validate(_build(Config, drop_retired(raw)))
+    """A saved config (a checkpoint's or a run folder's): retired keys dropped, predated keys at
+    their old meaning (:func:`with_predated`)."""
+    return validate(_build(Config, drop_retired(with_predated(raw))))
 
 
 def describe_keys() -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from dataloaders import body_frame
 from dataloaders.collate import Collator
 from dataloaders.dataset import MotionTextDataset
 from dataloaders.records import load_records, load_standards
@@ -111,10 +112,11 @@ def build_data(cfg: Any, run_dir: Path, *, main: bool = True, barrier: Callable[
             raise FileNotFoundError(f"data.standard: {standard_file} does not exist")
         if standard_file is not None:
             standards = load_standards(standard_file)
-    train_records = load_records(train_file, standards=standards, on_bad=cfg.data.on_bad)
-    test_records = load_records(test_file, standards=standards, on_bad=cfg.data.on_bad)
+    train_records = read_records(cfg.data, train_file, standards)
+    test_records = read_records(cfg.data, test_file, standards)
     train_records, val_records, val_source = validation_records(cfg.data, train_records, train_file, val_file,
                                                                 standards)
+    standards = body_frame.convert_standards(standards, cfg.data.frame, str(standard_file))
     common = dict(standards=standards, segment=cfg.data.segment, normalise=cfg.data.normalise,
                   reference=reference and standards is not None, seed=cfg.seed,
                   min_frames=cfg.model.encoder.temporal_kernel, on_bad=cfg.data.on_bad)
@@ -169,13 +171,18 @@ def retrieval_fields(cfg: Any, retriever: Any, records: list) -> dict[str, dict[
     return fields
 
 
+def read_records(d: Any, path: Path, standards: Any) -> list:
+    """The validated records of a dataset pickle in the body frame ``data.frame`` asks for."""
+    return body_frame.convert_records(load_records(path, standards=standards, on_bad=d.on_bad), d.frame, str(path))
+
+
 def validation_records(d: Any, train_records: list, train_file: Path, val_file: Path | None,
                        standards: Any) -> tuple[list, list, str]:
     """``(training records, validation records, where the validation came from)``: the records
     of ``data.val`` when set, else ``data.val_split.fraction`` of the training clips (whole
     learners at a time with ``group_by: learner``), else none."""
     if val_file is not None:
-        return train_records, load_records(val_file, standards=standards, on_bad=d.on_bad), str(val_file)
+        return train_records, read_records(d, val_file, standards), str(val_file)
     split = d.val_split
     if split.fraction <= 0:
         return train_records, [], ""

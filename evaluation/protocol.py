@@ -40,6 +40,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from configs import schema
+from dataloaders import body_frame
 from dataloaders.records import load_records
 from dataloaders.splits import learner_folds, learner_of, split_off
 
@@ -254,12 +255,16 @@ def train(run: Run, cfg_file: str, overrides: list[str]) -> None:
 
 
 # ============================================================================ the table =======
-def run_scores(run: Run, use_java: bool | None, with_model: bool = True) -> dict[str, Any]:
+def run_scores(run: Run, use_java: bool | None, with_model: bool = True, frame: str = "canonical") -> dict[str, Any]:
     """The model's and the baselines' figures and predictions on one run's split. The model's
-    figures (novelty, distinct and R@1 included) are the ones its training run wrote."""
+    figures (novelty, distinct and R@1 included) are the ones its training run wrote; the
+    baselines' motion statistics are those of the clips in the body frame the runs read
+    (``data.frame``)."""
     from evaluation.baselines import compute_baselines
 
-    baselines = compute_baselines(run.train, run.test, run.val or None, use_java=use_java)
+    train, test, val = (body_frame.convert_records(records, frame, f"{run.name} {part}")
+                        for part, records in (("train", run.train), ("test", run.test), ("val", run.val)))
+    baselines = compute_baselines(train, test, val or None, use_java=use_java)
     if not with_model:
         return baselines
     test_metrics = json.loads(finished(run).read_text(encoding="utf-8"))
@@ -355,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             train(run, args.cfg_file, args.overrides)
         print(f"[{i}/{len(runs)}] {run.name}: done in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     use_java = False if args.no_java else None
-    per_run = [run_scores(run, use_java, with_model=not args.baselines_only) for run in runs]
+    per_run = [run_scores(run, use_java, with_model=not args.baselines_only, frame=cfg.data.frame) for run in runs]
     rows = summarise(per_run)
     intervals = {} if args.baselines_only else bootstrap(per_run, runs, args.protocol, args.bootstrap)
     what = "seeds" if args.protocol == "official" else "folds"

@@ -13,8 +13,8 @@ validated records, each paired with its standard, and turned into the features t
 * :func:`read_standards` / :func:`pair_with_standards`: the standard of each clip, for a model
   with the reference branch (``model.reference == "subtract"``).
 * :func:`build_dataset` / :func:`iter_batches`: records -> batches through
-  :class:`dataloaders.dataset.MotionTextDataset` (``train=False``, the run's ``data.normalise``
-  and segment) and :class:`dataloaders.collate.Collator`, i.e. exactly the features the model
+  :class:`dataloaders.dataset.MotionTextDataset` (``train=False``, the run's body frame
+  ``data.frame``, ``data.normalise`` and segment) and :class:`dataloaders.collate.Collator`, i.e. exactly the features the model
   saw in training and evaluation. A clip shorter than the encoder's temporal kernel is refused,
   as training refuses it.
 
@@ -156,10 +156,12 @@ def run_data_files(cfg: Any, ckpt_path: str | Path | None = None) -> tuple[Path 
 
 
 def data_frame(cfg: Any, ckpt_path: str | Path | None = None) -> str:
-    """The axes and units (:data:`dataloaders.hybrik.FRAMES`) of the clips a run was trained on:
-    synthetic data are in the project's frame; a pickle run's standards (else its test clips) are
-    looked at (BX and FS are in HybrIK's). ``"project"``, with a note, when none can be read."""
-    if cfg.data.kind == "synthetic":
+    """The axes and units (:data:`dataloaders.hybrik.FRAMES`) a HybrIK result is read in for a
+    run: the project's frame for a run in the canonical body frame (``data.frame``; the dataset
+    then puts it in that frame) or on synthetic data; for a run on the clips as stored, its
+    standards' (else its test clips') frame (BX and FS are in HybrIK's). ``"project"``, with a
+    note, when none can be read."""
+    if cfg.data.frame == "canonical" or cfg.data.kind == "synthetic":
         return "project"
     test, standard = run_data_files(cfg, ckpt_path)
     for path in (standard, test):
@@ -272,8 +274,11 @@ def build_dataset(model: Any, cfg: Any, records: Sequence[dict],
     """The evaluation dataset of these records, built as training builds its test set: a clip
     shorter than the encoder's temporal kernel is a :class:`DataError` naming ``source``, the
     clip and its length."""
+    from dataloaders import body_frame
     from dataloaders.dataset import MotionTextDataset
 
+    records = body_frame.convert_records(records, cfg.data.frame, source, per_clip=True)  # inputs of several files
+    standards = body_frame.convert_standards(standards, cfg.data.frame, "the standards", per_clip=True)
     with_std = uses_standards(model, standards)
     segment = choose_segment(segment, cfg, records, standards if with_std else None)
     dataset = MotionTextDataset(records, standards if with_std else None, segment=segment,

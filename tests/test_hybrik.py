@@ -233,15 +233,18 @@ def test_inference_reads_hybrik_results_beside_npy_and_dataset_pickles(tmp_path)
 
 
 def test_data_frame_follows_the_runs_training_data(tmp_path):
-    synthetic = SimpleNamespace(data=SimpleNamespace(kind="synthetic"))
+    synthetic = SimpleNamespace(data=SimpleNamespace(kind="synthetic", frame="stored"))
     assert inputs.data_frame(synthetic) == "project"
     pose = project_pose()[None].repeat(4, axis=0)
     for frame, coords in (("hybrik", as_hybrik(pose)), ("project", pose)):
         root = tmp_path / frame
         write_result(root / "standard.pkl", [{"video_name": "Jab", "coordinates": coords.reshape(4, 66)}])
         cfg = SimpleNamespace(data=SimpleNamespace(kind="pickle", root=str(root), train="train.pkl", val="",
-                                                   test="test.pkl", standard="standard.pkl"))
+                                                   test="test.pkl", standard="standard.pkl", frame="stored"))
         assert inputs.data_frame(cfg, tmp_path / "run" / "checkpoints" / "best.pt") == frame
+        # a run in the canonical body frame reads a HybrIK result in metres, y up, whatever its data
+        canonical = SimpleNamespace(data=SimpleNamespace(**{**vars(cfg.data), "frame": "canonical"}))
+        assert inputs.data_frame(canonical, tmp_path / "run" / "checkpoints" / "best.pt") == "project"
     missing = SimpleNamespace(data=SimpleNamespace(kind="pickle", root=str(tmp_path / "absent"), train="t.pkl",
-                                                   val="", test="t.pkl", standard="s.pkl"))
+                                                   val="", test="t.pkl", standard="s.pkl", frame="stored"))
     assert inputs.data_frame(missing) == "project"
