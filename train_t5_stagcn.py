@@ -26,7 +26,7 @@ from dataloaders.tokenizer import tokenizer_files_of
 from models.build import build_model
 from training import distributed, freeze, rng, run, scst
 from training.evaluate import checkpoint_path, keep_best, log_evaluation, periodic_evaluation, score_split
-from training.finetune import choose_init_checkpoint, load_finetune_weights, load_init_source
+from training.finetune import choose_init_checkpoint, load_finetune_weights, load_init_source, report_frames
 from training.trainer import (Trainer, batch_loader, check_replicas, epoch_batches, n_params, to_device,
                               validation_has_stalled)
 
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     init_payload = load_init_source(init[0]) if init else None
     if init:
         log.info("finetuning source: %s (%s)", init[0], init[1])
+        report_frames(init_payload, cfg.data.frame, init[0])
 
     # 2. data, tokenizer and model, built alike on every rank
     data = build_data(cfg, run_dir, main=dist.main, barrier=dist.barrier,

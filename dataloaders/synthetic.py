@@ -30,7 +30,8 @@ Modes:
     for good clips). Ends are exclusive; ``seq_len`` = the learner segment's length.
 
 CLI: ``python -m dataloaders.synthetic --out DIR --seed 0 --mode coach`` writes
-``train.pkl``, ``test.pkl`` and ``standard.pkl``.
+``train.pkl``, ``test.pkl`` and ``standard.pkl``; ``--layout humanml3d`` writes the clips as
+HumanML3D's release lays them out instead (:func:`write_humanml3d_layout`), for the converter.
 """
 from __future__ import annotations
 
@@ -798,6 +799,36 @@ def write(out_dir: str | Path, seed: int = 0, mode: str = "coach", train_per_kin
     return paths
 
 
+def write_humanml3d_layout(out_dir: str | Path, seed: int = 0, mode: str = "describe", train_per_kind: int = 24,
+                           test_per_kind: int = 4) -> dict[str, int]:
+    """Write the clips as HumanML3D's release lays out a dataset, for ``python -m dataloaders.humanml3d``:
+    ``new_joints/S<nnnnn>.npy`` (``[T, 22, 3]`` in the canonical body frame, as HumanML3D's
+    processed joints are: :mod:`dataloaders.body_frame`), ``texts/S<nnnnn>.txt`` (one
+    ``caption#tokens#0.0#0.0`` line per label, the tokens ``word/X``: lower-cased words with the
+    universal part-of-speech tag X, as no tagger runs here) and ``train.txt`` / ``val.txt`` /
+    ``test.txt`` (the test clips alternate between val and test). Returns the number of ids a split.
+    Existing files are replaced."""
+    from .body_frame import canonical
+
+    train, test, _ = generate(seed, train_per_kind, test_per_kind, mode)
+    out = Path(out_dir)
+    (out / "new_joints").mkdir(parents=True, exist_ok=True)
+    (out / "texts").mkdir(exist_ok=True)
+    splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for index, (split, rec) in enumerate([("train", r) for r in train] +
+                                         [(("val", "test")[i % 2], r) for i, r in enumerate(test)]):
+        motion_id = f"S{index:05d}"
+        joints = canonical(np.asarray(rec["coordinates"]).reshape(-1, NUM_JOINTS, 3))  # (T, 22, 3)
+        np.save(out / "new_joints" / f"{motion_id}.npy", joints)
+        lines = [f"{text}#{' '.join(w + '/X' for w in text.lower().rstrip('.').split())}#0.0#0.0"
+                 for text in rec["labels"]]
+        (out / "texts" / f"{motion_id}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        splits[split].append(motion_id)
+    for split, ids in splits.items():
+        (out / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+    return {split: len(ids) for split, ids in splits.items()}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output folder")
@@ -805,7 +836,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=MODES, default="coach")
     parser.add_argument("--train-per-kind", type=int, default=24)
     parser.add_argument("--test-per-kind", type=int, default=4)
+    parser.add_argument("--layout", choices=("pickles", "humanml3d"), default="pickles",
+                        help="pickles: train.pkl, test.pkl, standard.pkl (default); humanml3d: HumanML3D's "
+                             "new_joints/, texts/ and split files, in the canonical body frame, for "
+                             "python -m dataloaders.humanml3d")
     args = parser.parse_args(argv)
+    if args.layout == "humanml3d":
+        counts = write_humanml3d_layout(args.out, seed=args.seed, mode=args.mode,
+                                        train_per_kind=args.train_per_kind, test_per_kind=args.test_per_kind)
+        print(f"{args.out}: HumanML3D layout, " + ", ".join(f"{n} {split} ids" for split, n in counts.items()))
+        return
     paths = write(args.out, seed=args.seed, mode=args.mode, train_per_kind=args.train_per_kind,
                   test_per_kind=args.test_per_kind)
     for name, path in paths.items():

@@ -380,3 +380,54 @@ def test_real_layout_converts_with_mirrored_ids_and_trains(real_layout, tmp_path
     assert all(np.isfinite(x["train_loss"]) for x in lines)
     assert lines[1]["train_loss"] < lines[0]["train_loss"]  # 4.56 -> 4.01 (deterministic run)
     assert "6 train samples from 6 clips" in (run / "train.log").read_text()
+
+
+def test_pretrain_on_humanml3d_format_then_finetune_on_bx(real_layout, tmp_path, bx_dir):
+    """The path of the field on what exists here: the released sample (and its mirrored twin) with
+    synthetic clips written in HumanML3D's layout, all in the canonical body frame, converted and
+    pretrained on; then finetuned on BX (HybrIK's axes, put in the same frame) with
+    ``train.init_from``. The runs record their frame and the finetuning its key report."""
+    import shutil
+
+    import yaml
+
+    import train_t5_stagcn as trainer
+    from dataloaders.synthetic import write_humanml3d_layout
+    from tests.test_train import tiny
+
+    sample_root, _ = real_layout
+    root = tmp_path / "hml"
+    write_humanml3d_layout(root, seed=0, mode="describe", train_per_kind=2, test_per_kind=2)
+    for folder in ("new_joints", "texts"):
+        for path in (sample_root / folder).iterdir():
+            shutil.copy(path, root / folder / path.name)
+    for split in ("train", "val", "test"):
+        ids = (sample_root / f"{split}.txt").read_text().split()
+        with open(root / f"{split}.txt", "a", encoding="utf-8") as f:
+            f.write("".join(f"{i}\n" for i in ids))
+    out = tmp_path / "converted"
+    assert humanml3d.main(["--root", str(root), "--out", str(out), "--min-frames", "24"]) == 0
+    train = load_records(out / "train.pkl")
+    assert {"012314", "M012314"} <= {r["video_name"] for r in train} and len(train) > 20
+
+    runs = tmp_path / "runs"
+    model_size = ("data.kind=pickle", "data.labels=random", "train.batch_size=4", "data.segment=none")
+    trainer.main(tiny(runs, "pretrain", *model_size, f"data.root={out}", "data.train=train.pkl",
+                      "data.val=val.pkl", "data.test=test.pkl",
+                      f"model.tokenizer.also_train_on=[{bx_dir / 'BX_train.pkl'}]"))
+    trainer.main(tiny(runs, "finetune", *model_size, f"data.root={bx_dir}", "data.train=BX_train.pkl",
+                      "data.test=BX_test.pkl", "data.standard=BX_standard.pkl", "train.epochs=1",
+                      "train.limit_steps=2", f"train.init_from={runs / 'pretrain' / 'checkpoints' / 'best.pt'}"))
+
+    for name in ("pretrain", "finetune"):
+        assert yaml.safe_load((runs / name / "config.yaml").read_text())["data"]["frame"] == "canonical"
+    pretrain_log = (runs / "pretrain" / "train.log").read_text()
+    assert f"train.pkl: {len(train)} clip(s) put in the canonical body frame ({len(train)} in metres, y up)" \
+        in pretrain_log
+    log = (runs / "finetune" / "train.log").read_text()
+    assert "BX_train.pkl: 163 clip(s) put in the canonical body frame (163 in HybrIK's camera axes" in log
+    assert "BX_standard.pkl: 2 clip(s) put in the canonical body frame (2 in HybrIK's camera axes" in log
+    assert "the source's clips and this run's are in the canonical body frame" in log
+    assert "finetune: skipped (shape differs): none" in log and "finetune: missing (kept at init): none" in log
+    assert "using the tokenizer stored in the checkpoint being finetuned from" in log
+    assert (runs / "finetune" / "checkpoints" / "last.pt").is_file()

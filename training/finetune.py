@@ -78,6 +78,30 @@ def load_init_source(path: Path) -> dict:
     return payload
 
 
+def source_frame(payload: dict) -> str | None:
+    """The body frame (``data.frame``) the finetuning source's clips were in; None when its config
+    is not stored. A config written before the key existed reads as ``stored``."""
+    from configs import schema
+
+    config = payload.get("config")
+    if not isinstance(config, dict):
+        return None
+    return schema.with_predated(config).get("data", {}).get("frame")
+
+
+def report_frames(payload: dict, frame: str, source: Path) -> None:
+    """Log the body frames of the source's clips and of this run's; a warning when they differ,
+    since the encoder then meets another kind of body than it was pretrained on."""
+    theirs = source_frame(payload)
+    if theirs is None:
+        log.info("finetune: %s records no body frame; this run's clips are in the %s frame", source, frame)
+    elif theirs == frame:
+        log.info("finetune: the source's clips and this run's are in the %s body frame", frame)
+    else:
+        log.warning("finetune: the source's clips were in the %s body frame, this run's are in the %s one "
+                    "(data.frame): the pretrained encoder meets another kind of body", theirs, frame)
+
+
 def load_finetune_weights(model: torch.nn.Module, incoming: dict, source: Path) -> None:
     """Copy matching tensors; skip those whose shape differs; log missing/unexpected/skipped.
 
