@@ -14,6 +14,8 @@ import torch
 
 import caption
 import train_t5_stagcn as trainer
+from dataloaders import body_frame
+from dataloaders.build import read_records
 from dataloaders.collate import Collator
 from dataloaders.dataset import MotionTextDataset
 from dataloaders.records import DataError, load_records, load_standards
@@ -138,7 +140,9 @@ def test_inference_batches_hold_the_training_features(run, trained):
     standards = load_standards(run / "data" / "standard.pkl")
     records = load_records(run / "data" / "test.pkl")[:3]
     ours = next(inputs.iter_batches(inputs.build_dataset(model, cfg, records, standards), 3))
-    test = MotionTextDataset(load_records(run / "data" / "test.pkl", standards=standards)[:3], standards,
+    # the training path: build_data's reading (the run's body frame) of the test pickle and standards
+    standards_read = body_frame.convert_standards(standards, cfg.data.frame, "standard.pkl")
+    test = MotionTextDataset(read_records(cfg.data, run / "data" / "test.pkl", standards)[:3], standards_read,
                              segment=cfg.data.segment, normalise=cfg.data.normalise, reference=True, train=False)
     theirs = Collator(model.tokenizer)([test[i] for i in range(3)])
     for key in ("x", "mask", "std_x", "lengths"):
