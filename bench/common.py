@@ -48,8 +48,26 @@ MODEL_CONFIGS: dict[str, list[str]] = {
         "model.t5.config={d_model: 512, d_ff: 2048, d_kv: 64, num_layers: 6, "
         "num_decoder_layers: 6, num_heads: 8}",
     ],
+    # configs/boxing.yaml's model (its retrieval texts left out): STA-GCN [32, 32, 64, 64] with 3
+    # attention graphs, T5 d_model 256, 3 + 3 layers, the 1000-token tokenizer.
+    "bx": [
+        "model.encoder.channels=[32,32,64,64]",
+        "model.encoder.strides=[1,2,1,2]",
+        "model.encoder.num_attention_graphs=3",
+        "model.t5.config={d_model: 256, d_ff: 512, d_kv: 32, num_layers: 3, "
+        "num_decoder_layers: 3, num_heads: 8}",
+    ],
+    # t5-base's shape (d_model 768, d_ff 3072, 12 + 12 layers, 12 heads, vocabulary padded to
+    # 32128) with random weights and pretrain_humanml3d.yaml's encoder (small's).
+    "base": [
+        "model.encoder.channels=[64,64,64,128,128,128,256,256]",
+        "model.encoder.strides=[1,1,1,2,1,1,2,1]",
+        "model.encoder.num_attention_graphs=3",
+        "model.t5.config={d_model: 768, d_ff: 3072, d_kv: 64, num_layers: 12, "
+        "num_decoder_layers: 12, num_heads: 12}",
+    ],
 }
-VOCAB_ROWS = {"tiny": 0, "small": 32128}  # 0: the trained tokenizer's size, as training builds it
+VOCAB_ROWS = {"tiny": 0, "small": 32128, "bx": 0, "base": 32128}  # 0: the trained tokenizer's size, as training builds it
 POLICIES = ("time_pool", "skeleton_pool", "origin")
 REFERENCES = ("none", "subtract")
 
@@ -214,6 +232,17 @@ def random_batches(dataset: MotionTextDataset, collate: Collator, batch_size: in
         order += torch.randperm(len(dataset), generator=gen).tolist()
     return [collate([dataset[i] for i in order[k * batch_size:(k + 1) * batch_size]])
             for k in range(count)]
+
+
+def fixed_batch(clips: int = 8, frames: int = 100, joints: int = 22, tokens: int = 32, vocab: int = 1000,
+                seed: int = 0) -> dict:
+    """A batch of random clips (learner and standard, ``(clips, 6, frames, joints)``, every frame
+    valid) with random target texts of ``tokens`` tokens: the fixed batch of the t5-base sizes."""
+    gen = torch.Generator().manual_seed(seed)
+    return {"x": torch.randn(clips, 6, frames, joints, generator=gen),
+            "std_x": torch.randn(clips, 6, frames, joints, generator=gen),
+            "mask": torch.ones(clips, frames, dtype=torch.bool),
+            "labels": torch.randint(3, vocab, (clips, tokens), generator=gen)}
 
 
 # ============================================================================ models =========

@@ -18,10 +18,20 @@ Prints captions/s per decoding and batch size and the speed-up of each batch siz
 (padding must not change a clip's caption). Evaluation during training batches the same way: it
 calls ``generate`` on batches of ``eval.batch_size`` clips. Timings on a shared machine are
 noisy; the speed-up is what counts. Nothing here is a test.
+
+Reference branch cost: the plain model (``reference: none``) against the reference model
+(``subtract``), same seed, in eval mode, greedy captions of exactly 32 tokens, runs alternated
+(median of ``--ratio-runs`` after one warm-up each): at the repository's BX sizes (``bx``:
+configs/boxing.yaml's model on a batch of 64 clips, its eval.batch_size) and, with
+``--ratio-sizes bx,base``, at t5-base's sizes (``base``: T5 d_model 768, 12 + 12 layers, random
+weights, one fixed batch of 8 random clips x 100 frames x 22 joints). ``encode`` is
+``Captioner.encode`` alone (STA-GCN, reference branch, projection); the rest is T5's decoding.
+Written to ``<out>_reference.json`` beside ``--out`` (target: reference <= 1.15x plain).
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +42,10 @@ from bench import common
 from dataloaders.collate import Collator
 
 TARGET_SPEEDUP = 8.0
+TARGET_RATIO = 1.15  # generation with the reference branch over generation without
+RATIO_SIZES = ("bx", "base")
+RATIO_BATCH = {"bx": 64, "base": 8}  # configs/boxing.yaml's eval.batch_size; the fixed t5-base batch
+RATIO_TOKENS = 32
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,13 +64,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", choices=common.DATA_CHOICES, default="auto",
                         help="auto: BX when present, else synthetic")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ratio-sizes", type=common.choice_list(RATIO_SIZES), default=["bx"],
+                        help="model sizes of the reference-branch cost rows (default bx; bx,base adds "
+                             "t5-base's sizes, about a minute in all on a CPU core)")
+    parser.add_argument("--ratio-runs", type=int, default=3, help="timed runs per model of those rows (default 3)")
+    parser.add_argument("--skip-ratio", action="store_true", help="leave out the reference-branch cost rows")
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR / "generate.json")
     args = parser.parse_args(argv)
     args.clips = args.clips or (16 if args.quick else 64)
     args.batches = args.batches or ([1, 16] if args.quick else [1, 32])
     args.new_tokens = args.new_tokens or (8 if args.quick else 24)
-    if args.clips < 1 or args.beams < 1 or args.new_tokens < 1 or args.threads < 0:
-        parser.error("--clips, --beams and --new-tokens must be >= 1, --threads >= 0")
+    if args.clips < 1 or args.beams < 1 or args.new_tokens < 1 or args.threads < 0 or args.ratio_runs < 1:
+        parser.error("--clips, --beams, --new-tokens and --ratio-runs must be >= 1, --threads >= 0")
     if max(args.batches) > args.clips:
         parser.error(f"--batches {max(args.batches)} is more than --clips {args.clips}")
     return args
@@ -127,6 +146,64 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
           f"row's time; the rest is T5 decoding.\norder: the clips' (random) order, or grouped by length.")
 
 
+def generate_ids(model, batch: dict, settings: dict) -> torch.Tensor:
+    """``Captioner.generate`` up to the token ids (random weights may write ids the tokenizer lacks)."""
+    with torch.no_grad():
+        embeds, attn = model.encode(batch)
+        return model.t5.generate(inputs_embeds=embeds, attention_mask=attn, **settings)
+
+
+def run_ratio(size: str, clips, collate: Collator, tokenizer, args: argparse.Namespace,
+              device: torch.device) -> dict:
+    """Plain and reference models of ``size`` captioning the same batch, runs alternated: median
+    seconds of generation and of ``Captioner.encode`` alone for each."""
+    if size == "base":
+        batch = common.to_device(common.fixed_batch(clips=RATIO_BATCH[size], vocab=len(tokenizer), seed=args.seed),
+                                 device)
+    else:
+        count = min(RATIO_BATCH[size], len(clips))
+        batch = common.to_device(collate([clips[i] for i in range(count)]), device)
+    settings = dict(do_sample=False, num_beams=1, max_new_tokens=RATIO_TOKENS, min_new_tokens=RATIO_TOKENS)
+    models = {r: common.make_model(size, "time_pool", r, tokenizer, device, args.seed).eval()
+              for r in common.REFERENCES}
+    times: dict[tuple[str, str], list[float]] = {(r, part): [] for r in models for part in ("generate", "encode")}
+    for k in range(1 + args.ratio_runs):
+        for reference in (list(models) if k % 2 == 0 else list(models)[::-1]):
+            model = models[reference]
+            seconds, ids = common.timed(lambda: generate_ids(model, batch, settings), device)
+            if ids.shape[1] != RATIO_TOKENS + 1:
+                raise RuntimeError(f"generation length {ids.shape[1] - 1} != {RATIO_TOKENS}")
+            encode = encode_seconds(model, [batch], device)
+            if k > 0:
+                times[(reference, "generate")].append(seconds)
+                times[(reference, "encode")].append(encode)
+    med = {key: statistics.median(v) for key, v in times.items()}
+    return {"size": size, "clips": int(batch["x"].shape[0]), "frames": int(batch["x"].shape[2]),
+            "new_tokens": RATIO_TOKENS, "plain_s": med[("none", "generate")],
+            "reference_s": med[("subtract", "generate")],
+            "ref_over_plain": med[("subtract", "generate")] / med[("none", "generate")],
+            "plain_encode_s": med[("none", "encode")], "reference_encode_s": med[("subtract", "encode")],
+            "runs": {f"{r}_{part}": v for (r, part), v in times.items()}}
+
+
+def print_ratios(rows: list[dict]) -> None:
+    print(f"\nreference branch cost (greedy generation, reference: subtract over none; target <= {TARGET_RATIO}x)")
+    print(f"{'size':<5} {'clips':>5} {'frames':>6} {'tokens':>6} {'plain s':>8} {'ref s':>8} {'ref/plain':>9} "
+          f"{'encode plain s':>14} {'encode ref s':>12}")
+    for r in rows:
+        mark = "" if r["ref_over_plain"] <= TARGET_RATIO else " OVER"
+        print(f"{r['size']:<5} {r['clips']:>5} {r['frames']:>6} {r['new_tokens']:>6} {r['plain_s']:>8.3f} "
+              f"{r['reference_s']:>8.3f} {r['ref_over_plain']:>8.2f}x {r['plain_encode_s']:>14.3f} "
+              f"{r['reference_encode_s']:>12.3f}{mark}")
+    print("encode: Captioner.encode alone (STA-GCN, reference branch, projection); the rest is T5's decoding. "
+          "Medians.")
+
+
+def ratio_out(out: Path) -> Path:
+    """Where the reference-branch cost rows go: ``<out>_reference.json``."""
+    return out.with_name(f"{out.stem}_reference{out.suffix}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device = common.resolve_device(args.device)
@@ -175,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
         "data": source.note, "environment": common.environment(device),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "target_speedup": TARGET_SPEEDUP, "rows": rows, "captions_agree": agree})
+    if not args.skip_ratio:
+        ratios = [run_ratio(size, clips, collate, tokenizer, args, device) for size in args.ratio_sizes]
+        print_ratios(ratios)
+        common.write_json(ratio_out(args.out), {
+            "data": source.note, "environment": common.environment(device), "ratio_sizes": args.ratio_sizes,
+            "runs": args.ratio_runs, "target_ref_over_plain": TARGET_RATIO, "rows": ratios})
     return 0
 
 

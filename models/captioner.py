@@ -3,9 +3,9 @@
 The skeleton features become T5 encoder inputs through ``inputs_embeds``; T5's decoder writes
 the text. With ``reference="subtract"`` the standard performance (already cropped to the aligned
 segment and resampled to the learner's length by the dataset) goes through the same encoder, in
-the same batch as the learner (one normalisation for both), without gradient through its
-features, and the difference of the two feature maps is concatenated to the learner's features
-before projection. Where no standard exists (pretraining), the learner's first frame
+the same batch as the learner (one normalisation for both) but without gradient (no autograd
+graph, no backward pass: it costs a forward pass), and the difference of the two feature maps is
+concatenated to the learner's features before projection. Where no standard exists (pretraining), the learner's first frame
 repeated over time stands in, so the branch sees "how far the pose moved from the start".
 
 An optional text ``prompt`` (``model.prompt``, e.g. "Motion Instruction : ") is a task prompt on
@@ -62,13 +62,15 @@ class Captioner(nn.Module):
         batch: BatchNorm normalises both with the same statistics (the joint batch's in
         training, the running ones, which track that joint batch, at inference), so the
         difference of their features means the same in training and inference. The standard's
-        features are detached: no gradient reaches the encoder through them.
+        rows run without gradient (``no_grad_rows``): no gradient reaches the encoder through
+        them, neither through their features nor through their share of BatchNorm's statistics,
+        and the backward pass does the learner's convolutions only.
         """
         x, mask = batch["x"], batch["mask"]  # (N, C, T, V), (N, T)
         n = x.shape[0]
         if self.reference == "subtract":
             both = torch.cat([x, self.standard_input(batch)], dim=0)  # (2N, C, T, V)
-            feats, feat_mask, attention = self.encoder(both, torch.cat([mask, mask], dim=0))  # (2N, T', V, C')
+            feats, feat_mask, attention = self.encoder(both, torch.cat([mask, mask], dim=0), no_grad_rows=n)  # (2N, T', V, C')
             feats, std_feats, feat_mask = feats[:n], feats[n:].detach(), feat_mask[:n]  # (N, T', V, C') x 2
             attention = {k: v[:n] for k, v in attention.items()}
             feats = torch.cat([feats, feats - std_feats], dim=-1)  # (N, T', V, 2C')

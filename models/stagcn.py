@@ -15,11 +15,19 @@ exactly so in eval mode, and in training BatchNorm statistics use valid frames o
 padded frames before the temporal convolution and on their output; the 'same' zero padding of an
 odd kernel centres output frame ``t'`` on input frame ``t' * s``, so the mask becomes
 ``mask[:, ::s]``; reductions over time are masked means.
+
+Rows without gradient (``forward(..., no_grad_rows=k)``, the reference branch's standards): the
+last ``k`` samples go through every layer beside the others but under ``torch.no_grad()``, so they
+record no autograd graph and cost no backward pass, while each BatchNorm still normalises all rows
+together as one batch (in training with the statistics of every row's valid frames, theirs
+entering as constants; its running statistics updated once per call). Internally every module
+therefore works on *parts*: lists of tensors, one per group of rows, the first as autograd records
+it and the others without gradient (:func:`each`); a batch without such rows is a single part.
 """
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +45,23 @@ def frame_weights(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def downsample_mask(mask: torch.Tensor, stride: int) -> torch.Tensor:
     """Frame mask after a 'same'-padded temporal conv with an odd kernel: keeps frames 0, s, 2s..."""
     return mask[:, ::stride]  # (N, T) -> (N, ceil(T / s))
+
+
+def each(fn: Callable[..., Any], *parts: Sequence) -> list:
+    """``fn`` applied part by part: ``parts`` are lists with one entry per part, and
+    ``fn(parts[0][i], parts[1][i], ...)`` is computed for each part ``i``; the first part as autograd
+    records it (with gradient where it is enabled), the others under ``torch.no_grad()``."""
+    first, *rest = zip(*parts)
+    out = [fn(*first)]
+    if rest:
+        with torch.no_grad():
+            out += [fn(*args) for args in rest]
+    return out
+
+
+def joined(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The parts as one batch (concatenated along the first axis)."""
+    return parts[0] if len(parts) == 1 else torch.cat(list(parts))
 
 
 def graph_conv(x: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
@@ -60,6 +85,11 @@ class MaskedBatchNorm(nn.Module):
     num_batches_tracked). Deliberately NOT a ``_BatchNorm`` subclass, so
     ``nn.SyncBatchNorm.convert_sync_batchnorm`` leaves it alone (statistics stay per process).
     Statistics are computed in float32 also under autocast.
+
+    ``forward(x, mask)`` normalises a batch; ``forward_parts(xs, masks)`` normalises the parts of one
+    batch (see the module docstring) together, as their concatenation would be normalised (the same
+    numbers up to rounding), except that no gradient flows through the parts after the first:
+    their share of the batch statistics is a constant.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1) -> None:
@@ -72,23 +102,47 @@ class MaskedBatchNorm(nn.Module):
         self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(N, C, T, V), frame mask (N, T) -> (N, C, T, V)."""
+        return self.forward_parts([x], [mask])[0]
+
+    def forward_parts(self, xs: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Parts ``(N_i, C, T, V)`` with masks ``(N_i, T)`` -> the parts normalised as one batch.
+
+        Training: mean and (biased) variance over every part's valid ``(n, t, v)`` positions. The
+        first part's squared deviations are taken from the joint mean; another part's sum of them
+        is ``M2_i + n_i (m_i - mean)^2`` (its own mean ``m_i`` and sum ``M2_i`` computed without
+        gradient), the same number, written so that the variance's gradient through the joint mean
+        is what it is for the concatenated batch (zero) while nothing flows into that part.
+        """
         if not self.training:
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                False, 0.0, self.eps)
-        xf = x.float()
-        w = frame_weights(mask, xf)  # (N, 1, T, 1)
-        count = (w.sum() * x.shape[3]).clamp(min=1.0)  # valid (n, t, v) positions
-        mean = (xf * w).sum(dim=(0, 2, 3)) / count  # (C,)
-        centred = xf - mean[None, :, None, None]  # (C,) -> (1, C, 1, 1)
-        var = (centred.square() * w).sum(dim=(0, 2, 3)) / count  # (C,) biased
+            return each(lambda x: F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                               False, 0.0, self.eps), xs)
+        xfs = each(lambda x: x.float(), xs)
+        ws = [frame_weights(m, xf) for m, xf in zip(masks, xfs)]  # (N_i, 1, T, 1)
+        counts = [w.sum() * xf.shape[3] for w, xf in zip(ws, xfs)]  # valid (n, t, v) positions per part
+        sums = each(lambda xf, w: (xf * w).sum(dim=(0, 2, 3)), xfs, ws)  # (C,) per part
+        count, total = counts[0], sums[0]
+        for c, s in zip(counts[1:], sums[1:]):
+            count, total = count + c, total + s
+        count = count.clamp(min=1.0)
+        mean = total / count  # (C,)
+        centred = each(lambda xf: xf - mean[None, :, None, None], xfs)  # (C,) -> (1, C, 1, 1)
+        squares = (centred[0].square() * ws[0]).sum(dim=(0, 2, 3))  # (C,)
+        for xf, w, c, s in zip(xfs[1:], ws[1:], counts[1:], sums[1:]):
+            with torch.no_grad():
+                own_mean = s / c.clamp(min=1.0)  # (C,)
+                own_squares = ((xf - own_mean[None, :, None, None]).square() * w).sum(dim=(0, 2, 3))  # (C,)
+            squares = squares + own_squares + c * (own_mean - mean).square()
+        var = squares / count  # (C,) biased
         with torch.no_grad():
             unbiased = var * count / (count - 1).clamp(min=1.0)
             self.running_mean.lerp_(mean.detach(), self.momentum)
             self.running_var.lerp_(unbiased.detach(), self.momentum)
             self.num_batches_tracked += 1
         scale = self.weight.float() * torch.rsqrt(var + self.eps)  # (C,)
-        out = centred * scale[None, :, None, None] + self.bias.float()[None, :, None, None]  # (C,) -> (1, C, 1, 1)
-        return out.to(x.dtype)
+        bias = self.bias.float()
+        return each(lambda c, x: (c * scale[None, :, None, None] + bias[None, :, None, None]).to(x.dtype),
+                    centred, xs)  # (C,) -> (1, C, 1, 1)
 
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -99,8 +153,9 @@ class STGCBlock(nn.Module):
     """One ST-GC block: graph conv -> BN -> ReLU -> temporal conv (stride) -> BN -> dropout,
     plus a residual, then ReLU. Optional attention graphs enter through their own 1x1 kernel.
 
-    forward(x (N, C_in, T, V), mask (N, T), A (K, V, V), graphs (N, K_att, V, V) or None)
-    -> (y (N, C_out, ceil(T / stride), V) zero on padded frames, mask (N, ceil(T / stride))).
+    forward(xs, masks, A (K, V, V), graphs or None): parts (module docstring) x (N_i, C_in, T, V)
+    with masks (N_i, T) and graphs (N_i, K_att, V, V) -> (parts y (N_i, C_out, ceil(T / stride), V)
+    zero on padded frames, their masks (N_i, ceil(T / stride))).
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_subsets: int, num_nodes: int, *,
@@ -123,25 +178,38 @@ class STGCBlock(nn.Module):
             self.res_conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=(stride, 1))
             self.res_bn = MaskedBatchNorm(out_channels)
 
-    def residual(self, x: torch.Tensor, mask_out: torch.Tensor) -> torch.Tensor | float:
+    def residual(self, xs: list[torch.Tensor], masks_out: list[torch.Tensor]) -> list[torch.Tensor | float]:
         if self.residual_mode == "none":
-            return 0.0
+            return [0.0] * len(xs)
         if self.residual_mode == "identity":
-            return x
-        return self.res_bn(self.res_conv(x), mask_out)  # 1x1 conv: no mixing across frames
+            return list(xs)
+        return self.res_bn.forward_parts(each(self.res_conv, xs), masks_out)  # 1x1 conv: no mixing across frames
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, A: torch.Tensor,
-                graphs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        y = graph_conv(self.gcn(x), A * self.edge_importance)  # (N, C_out, T, V)
-        if self.att_gcn is not None and graphs is not None:
-            y = y + graph_conv(self.att_gcn(x), graphs)  # (N, C_out, T, V)
-        y = F.relu(self.bn_spatial(y, mask))
-        y = y * frame_weights(mask, y)  # zero padded frames before the temporal conv
-        y = self.tcn(y)  # (N, C_out, T, V) -> (N, C_out, ceil(T / s), V)
-        mask_out = downsample_mask(mask, self.stride)
-        y = self.dropout(self.bn_temporal(y, mask_out))
-        y = F.relu(y + self.residual(x, mask_out))
-        return y * frame_weights(mask_out, y), mask_out
+    def forward(self, xs: list[torch.Tensor], masks: list[torch.Tensor], A: torch.Tensor,
+                graphs: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        A = A * self.edge_importance  # (K, V, V)
+        attend = self.att_gcn is not None and graphs is not None
+
+        def spatial(x: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
+            y = graph_conv(self.gcn(x), A)  # (N, C_out, T, V)
+            if attend:
+                y = y + graph_conv(self.att_gcn(x), g)  # (N, C_out, T, V)
+            return y
+
+        def temporal(y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            y = F.relu(y)
+            y = y * frame_weights(mask, y)  # zero padded frames before the temporal conv
+            return self.tcn(y)  # (N, C_out, T, V) -> (N, C_out, ceil(T / s), V)
+
+        def finish(y: torch.Tensor, r: torch.Tensor | float, mask_out: torch.Tensor) -> torch.Tensor:
+            y = F.relu(self.dropout(y) + r)
+            return y * frame_weights(mask_out, y)
+
+        ys = self.bn_spatial.forward_parts(each(spatial, xs, graphs if attend else [None] * len(xs)), masks)
+        ys = each(temporal, ys, masks)
+        masks_out = [downsample_mask(m, self.stride) for m in masks]
+        ys = self.bn_temporal.forward_parts(ys, masks_out)
+        return each(finish, ys, self.residual(xs, masks_out), masks_out), masks_out
 
 
 class BlockStack(nn.Module):
@@ -158,11 +226,11 @@ class BlockStack(nn.Module):
                       residual=first_residual or i > 0, num_attention_graphs=num_attention_graphs)
             for i in range(len(channels)))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, A: torch.Tensor,
-                graphs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, xs: list[torch.Tensor], masks: list[torch.Tensor], A: torch.Tensor,
+                graphs: list[torch.Tensor] | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         for block in self.blocks:
-            x, mask = block(x, mask, A, graphs)
-        return x, mask
+            xs, masks = block(xs, masks, A, graphs)
+        return xs, masks
 
 
 class StreamExtractor(nn.Module):
@@ -176,14 +244,19 @@ class StreamExtractor(nn.Module):
                                  temporal_kernel=temporal_kernel, dropout=dropout,
                                  first_residual=False)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, A: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        n, c, t, v = x.shape
-        flat = x.permute(0, 3, 1, 2).reshape(n, v * c, t, 1)  # (N, C, T, V) -> (N, V*C, T, 1)
-        flat = self.data_bn(flat, mask)
-        x = flat.view(n, v, c, t).permute(0, 2, 3, 1)  # (N, V*C, T, 1) -> (N, C, T, V)
-        x = x * frame_weights(mask, x)
-        return self.blocks(x, mask, A)
+    def forward(self, xs: list[torch.Tensor], masks: list[torch.Tensor], A: torch.Tensor
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        def flatten(x: torch.Tensor) -> torch.Tensor:
+            n, c, t, v = x.shape
+            return x.permute(0, 3, 1, 2).reshape(n, v * c, t, 1)  # (N, C, T, V) -> (N, V*C, T, 1)
+
+        def unflatten(flat: torch.Tensor, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            n, c, t, v = x.shape
+            y = flat.view(n, v, c, t).permute(0, 2, 3, 1)  # (N, V*C, T, 1) -> (N, C, T, V)
+            return y * frame_weights(mask, y)
+
+        flats = self.data_bn.forward_parts(each(flatten, xs), masks)
+        return self.blocks(each(unflatten, flats, xs, masks), masks, A)
 
 
 class AttentionBranch(nn.Module):
@@ -213,11 +286,15 @@ class AttentionBranch(nn.Module):
             self.phi = nn.Conv2d(width, num_attention_graphs * self.embed_channels, kernel_size=1)
             self.graph_bias = nn.Parameter(torch.zeros(num_attention_graphs, num_nodes, num_nodes))
 
-    def node_attention(self, f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(N, C, T', V) -> (N, T', V) in (0, 1), zero on padded frames."""
-        a = self.node_bn_out(self.node_conv(self.node_bn_in(f, mask)), mask)  # (N, 1, T', V)
-        a = torch.sigmoid(a) * frame_weights(mask, a)
-        return a[:, 0]  # (N, 1, T', V) -> (N, T', V)
+    def node_attention(self, fs: list[torch.Tensor], masks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Parts (N_i, C, T', V) -> (N_i, T', V) in (0, 1), zero on padded frames."""
+        a = each(self.node_conv, self.node_bn_in.forward_parts(fs, masks))  # (N_i, 1, T', V)
+        a = self.node_bn_out.forward_parts(a, masks)
+
+        def squash(a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return (torch.sigmoid(a) * frame_weights(mask, a))[:, 0]  # (N, 1, T', V) -> (N, T', V)
+
+        return each(squash, a, masks)
 
     def attention_graphs(self, f: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(N, C, T', V) -> (N, K_att, V, V): softmax of the masked mean similarity, plus B."""
@@ -233,10 +310,11 @@ class AttentionBranch(nn.Module):
         sim = sim / (frames[:, None, None, None] * math.sqrt(ce))  # (N,) -> (N, 1, 1, 1)
         return torch.softmax(sim, dim=-2) + self.graph_bias  # columns of the softmax sum to 1
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, A: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        f, mask = self.blocks(x, mask, A)
-        return self.node_attention(f, mask), self.attention_graphs(f, mask), mask
+    def forward(self, xs: list[torch.Tensor], masks: list[torch.Tensor], A: torch.Tensor
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Parts -> (node maps, attention graphs, masks), one of each per part."""
+        fs, masks = self.blocks(xs, masks, A)
+        return self.node_attention(fs, masks), each(self.attention_graphs, fs, masks), masks
 
 
 # ============================================================================ the encoder =====
@@ -276,9 +354,12 @@ class STAGCN(nn.Module):
         num_attention_graphs: number of data-dependent attention graphs (0 disables them).
         extractor_blocks: how many leading blocks are per-stream; None: ``len(channels) // 2``.
 
-    forward(x (N, C_in, T, V), mask (N, T) bool or None) ->
+    forward(x (N, C_in, T, V), mask (N, T) bool or None, no_grad_rows=0) ->
         (feats (N, T', V, C_out) zero on padded frames, mask' (N, T') bool,
          {"node": (N, T', V), "graphs": (N, K_att, V, V)}), ``T' = ceil(T / temporal_stride_total)``.
+        With ``0 < no_grad_rows < N`` (and gradient enabled) the last ``no_grad_rows`` samples run
+        beside the others under ``torch.no_grad()`` (module docstring): no autograd graph, no
+        backward; the values are those of the batch run as one, up to rounding.
     """
 
     def __init__(self, in_channels: int = 6, graph: Graph | Mapping | None = None,
@@ -355,18 +436,28 @@ class STAGCN(nn.Module):
                              f"got {tuple(mask.shape)}")
         return mask.bool()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, no_grad_rows: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         mask = self._check_input(x, mask)
-        x = x * frame_weights(mask, x)  # whatever the padding holds, it is zero from here on
+        n = x.shape[0] - no_grad_rows
+        if not 0 <= no_grad_rows < max(x.shape[0], 1):
+            raise ValueError(f"no_grad_rows must be in 0..{x.shape[0] - 1} (some rows keep their gradient), "
+                             f"got {no_grad_rows}")
+        if no_grad_rows and torch.is_grad_enabled():
+            xs, masks = [x[:n], x[n:]], [mask[:n], mask[n:]]  # rows with gradient, rows without
+        else:
+            xs, masks = [x], [mask]
+        xs = each(lambda x, m: x * frame_weights(m, x), xs, masks)  # whatever the padding holds, it is zero from here on
         half = self.in_channels // 2
-        joints, mask_e = self.joint_stream(x[:, :half], mask, self.A)  # (N, C_e, T_e, V)
-        bones, _ = self.bone_stream(x[:, half:], mask, self.A)  # (N, C_e, T_e, V)
-        fused = torch.cat([joints, bones], dim=1)  # (N, 2*C_e, T_e, V)
-        node, graphs, _ = self.attention(fused, mask_e, self.A)  # (N, T', V), (N, K_att, V, V)
-        t_e = fused.shape[2]
-        node_e = node.repeat_interleave(self.branch_stride, dim=1)[:, :t_e]  # (N, T', V) -> (N, T_e, V)
-        attended = fused * (1.0 + node_e[:, None])  # (N, T_e, V) -> (N, 1, T_e, V)
-        out, mask_out = self.perception(attended, mask_e, self.A, graphs)  # (N, C_out, T', V)
-        feats = out.permute(0, 2, 3, 1)  # (N, C_out, T', V) -> (N, T', V, C_out)
-        return feats, mask_out, {"node": node, "graphs": graphs}
+        joints, masks_e = self.joint_stream(each(lambda x: x[:, :half], xs), masks, self.A)  # (N_i, C_e, T_e, V)
+        bones, _ = self.bone_stream(each(lambda x: x[:, half:], xs), masks, self.A)  # (N_i, C_e, T_e, V)
+        fused = each(lambda j, b: torch.cat([j, b], dim=1), joints, bones)  # (N_i, 2*C_e, T_e, V)
+        node, graphs, _ = self.attention(fused, masks_e, self.A)  # (N_i, T', V), (N_i, K_att, V, V)
+
+        def attend(f: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
+            node_e = node.repeat_interleave(self.branch_stride, dim=1)[:, :f.shape[2]]  # (N, T', V) -> (N, T_e, V)
+            return f * (1.0 + node_e[:, None])  # (N, T_e, V) -> (N, 1, T_e, V)
+
+        out, masks_out = self.perception(each(attend, fused, node), masks_e, self.A, graphs)  # (N_i, C_out, T', V)
+        feats = each(lambda o: o.permute(0, 2, 3, 1), out)  # (N_i, C_out, T', V) -> (N_i, T', V, C_out)
+        return joined(feats), joined(masks_out), {"node": joined(node), "graphs": joined(graphs)}

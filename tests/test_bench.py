@@ -47,7 +47,8 @@ def run(main, tmp_path, *argv: str) -> dict:
 
 
 # ============================================================================ train_step =====
-def test_train_step_writes_plain_and_reference_rows(tmp_path):
+def test_train_step_writes_plain_and_reference_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_step, "RATIO_BX_BATCH", 4)  # the reference-cost row's batch (16) made small
     result = run(train_step.main, tmp_path, "--quick", "--steps", "1", "--warmup", "0", "--configs", "tiny",
                  "--policies", "time_pool", "--batches", "2", "--padding-batch", "2", "--padding-steps", "1",
                  "--threads", "1")
@@ -69,6 +70,14 @@ def test_train_step_writes_plain_and_reference_rows(tmp_path):
             assert positive(r["time_ratio"]) and positive(r["step_s_per_batch"])
     else:
         assert "BX" in padding["skipped"]
+    ratio = json.loads((tmp_path / "out_reference.json").read_text(encoding="utf-8"))
+    assert [r["size"] for r in ratio["rows"]] == ["bx"]  # the default; --ratio-sizes bx,base adds t5-base's
+    (row,) = ratio["rows"]
+    for key in ("plain_step_s", "reference_step_s", "plain_encode_s", "reference_encode_s"):
+        assert positive(row[key]), (key, row[key])
+    assert row["batch"] == train_step.RATIO_BX_BATCH
+    assert row["ref_over_plain"] == pytest.approx(row["reference_step_s"] / row["plain_step_s"])
+    assert ratio["target_ref_over_plain"] == train_step.TARGET_RATIO == 1.3
 
 
 def test_padded_fractions_by_hand():
@@ -123,9 +132,10 @@ def test_cuda_only_options_fail_clearly_on_cpu():
 
 
 # ============================================================================ generate =======
-def test_generate_writes_a_row_per_decoding_and_batch(tmp_path):
+def test_generate_writes_a_row_per_decoding_and_batch(tmp_path, monkeypatch):
+    monkeypatch.setitem(generate.RATIO_BATCH, "bx", 4)  # the reference-cost row's batch (64) made small
     result = run(generate.main, tmp_path, "--quick", "--clips", "4", "--batches", "1,2", "--new-tokens", "2",
-                 "--threads", "1")
+                 "--threads", "1", "--ratio-runs", "1")
     keys = [(r["decoding"], r["batch"], r["order"]) for r in result["rows"]]
     assert keys == [("greedy", 1, "random"), ("greedy", 2, "random"), ("greedy", 2, "length-sorted"),
                     ("beam 3", 1, "random"), ("beam 3", 2, "random"), ("beam 3", 2, "length-sorted")]
@@ -136,6 +146,19 @@ def test_generate_writes_a_row_per_decoding_and_batch(tmp_path):
     assert set(result["captions_agree"]) == {"greedy, batch 2", "greedy, batch 2 length-sorted",
                                              "beam 3, batch 2", "beam 3, batch 2 length-sorted"}
     assert all(0 <= v <= 4 for v in result["captions_agree"].values())
+    ratio = json.loads((tmp_path / "out_reference.json").read_text(encoding="utf-8"))
+    (row,) = ratio["rows"]  # bx, the default
+    assert (row["size"], row["clips"], row["new_tokens"]) == ("bx", 4, generate.RATIO_TOKENS)
+    for key in ("plain_s", "reference_s", "plain_encode_s", "reference_encode_s"):
+        assert positive(row[key]), (key, row[key])
+    assert row["ref_over_plain"] == pytest.approx(row["reference_s"] / row["plain_s"])
+
+
+def test_fixed_batch_is_the_t5_base_sizes_batch():
+    batch = common.fixed_batch(vocab=50)
+    assert batch["x"].shape == batch["std_x"].shape == (8, 6, 100, 22) and batch["mask"].all()
+    assert batch["labels"].shape == (8, 32) and 3 <= int(batch["labels"].min()) and int(batch["labels"].max()) < 50
+    assert torch.equal(common.fixed_batch(vocab=50)["x"], batch["x"])  # the same batch every time
 
 
 # ============================================================================ lora ===========

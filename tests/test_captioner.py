@@ -1,6 +1,7 @@
 """The captioner end to end: padding invariance, reference branch, prompt, overfitting, offline errors."""
 from __future__ import annotations
 
+import copy
 import time
 
 import pytest
@@ -16,7 +17,7 @@ from models import text
 from models.captioner import Captioner
 from models.graph import Graph
 from models.projection import Projection
-from models.stagcn import STAGCN
+from models.stagcn import STAGCN, MaskedBatchNorm
 
 POLICIES = ("time_pool", "skeleton_pool", "origin")
 T5_TINY = dict(d_model=64, d_ff=128, d_kv=16, num_layers=1, num_decoder_layers=1, num_heads=4,
@@ -91,19 +92,125 @@ def test_reference_branch_uses_the_standard_and_first_frame_without_one(coach_da
     torch.testing.assert_close(no_std, repeated)
 
 
-def test_the_standards_features_carry_no_gradient(coach_data, tokenizer):
-    """The standard's features are detached: with BatchNorm on running statistics no gradient
-    reaches the standard at all (in training, only the joint batch's normalisation statistics
-    connect the two)."""
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_the_standards_features_carry_no_gradient(coach_data, tokenizer, mode):
+    """No gradient reaches the standard's input, neither in eval mode nor in training (where the
+    joint batch's BatchNorm statistics connect the two: the standard's share is a constant)."""
     records, standards = coach_data
     ds = MotionTextDataset(records[:3], standards, segment="aligned", reference=True)
     batch = Collator(tokenizer)([ds[i] for i in range(3)])
     model = make_captioner(tokenizer, reference="subtract")
-    model.eval()
+    getattr(model, mode)()
     x, std = batch["x"].clone().requires_grad_(True), batch["std_x"].clone().requires_grad_(True)
     model(dict(batch, x=x, std_x=std)).backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert std.grad is None or std.grad.abs().sum() == 0
+
+
+# ---------------------------------------------------------------- the standard's pass (issue 27) --
+def reference_batch(coach_data, tokenizer, count=4) -> dict:
+    records, standards = coach_data
+    ds = MotionTextDataset(records[:count], standards, segment="aligned", reference=True, train=False)
+    batch = Collator(tokenizer)([ds[i] for i in range(count)])
+    assert batch["std_x"] is not None and not batch["mask"].all()  # standards, and some padding
+    return batch
+
+
+def as_one_batch(model: Captioner) -> Captioner:
+    """The former computation: the encoder runs learner and standard as one batch, gradient in
+    every row (``no_grad_rows`` ignored)."""
+    forward = model.encoder.forward
+    model.encoder.forward = lambda x, mask=None, no_grad_rows=0: forward(x, mask)
+    return model
+
+
+def test_reference_branch_eval_logits_equal_the_one_batch_computation(coach_data, tokenizer):
+    """Eval mode: the logits are those of an explicit computation (learner and standard through the
+    encoder as one batch, their feature difference, projection, T5), bit for bit at inference
+    (no gradient) and up to rounding with gradient enabled (the standard's rows apart)."""
+    batch = reference_batch(coach_data, tokenizer)
+    model = make_captioner(tokenizer, reference="subtract")
+    model.train()
+    with torch.no_grad():
+        model(batch)  # running statistics that are not the identity
+    model.eval()
+    n = batch["x"].shape[0]
+    with torch.no_grad():
+        both = torch.cat([batch["x"], batch["std_x"]])  # (2N, C, T, V)
+        feats, feat_mask, _ = model.encoder(both, torch.cat([batch["mask"], batch["mask"]]))
+        tokens, token_mask = model.projection(torch.cat([feats[:n], feats[:n] - feats[n:]], dim=-1), feat_mask[:n])
+        expected = model.t5(inputs_embeds=tokens, attention_mask=token_mask.long(), labels=batch["labels"]).logits
+
+    def logits() -> torch.Tensor:
+        embeds, attn = model.encode(batch)
+        return model.t5(inputs_embeds=embeds, attention_mask=attn, labels=batch["labels"]).logits
+
+    with torch.no_grad():
+        assert torch.equal(logits(), expected)
+    with_grad = logits()
+    assert with_grad.requires_grad
+    torch.testing.assert_close(with_grad.detach(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_reference_branch_training_forward_equals_the_one_batch_computation(coach_data, tokenizer):
+    """Training: the same tokens as the former one-batch encoder (the joint statistics are the same
+    numbers, summed in another order: the one-batch computation itself moves as much, ~1e-6 of
+    the scale, when its rows are permuted) and the same running statistics after the step."""
+    batch = reference_batch(coach_data, tokenizer)
+    model = make_captioner(tokenizer, reference="subtract").train()  # no dropout anywhere
+    former = as_one_batch(copy.deepcopy(model))
+    got, got_mask = model.encode(batch)
+    expected, expected_mask = former.encode(batch)
+    assert got.requires_grad and torch.equal(got_mask, expected_mask)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    buffers = dict(former.encoder.named_buffers())
+    for name, buffer in model.encoder.named_buffers():
+        torch.testing.assert_close(buffer, buffers[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert all(int(b) == 1 for name, b in model.encoder.named_buffers() if name.endswith("num_batches_tracked"))
+
+
+def test_no_gradient_reaches_the_encoder_through_the_standard(coach_data, tokenizer):
+    """'Through the standard' means along a path that passes the standard's activations. In the
+    one-batch computation the standard's rows meet the learner's only in BatchNorm's statistics
+    (convolutions, graph convolutions and attention graphs are per sample; the feature difference
+    is detached), so the expected gradient is the one-batch gradient with the standard's rows
+    detached at every BatchNorm input. The former one-batch gradient (without that) differs:
+    through the statistics it reached the encoder's weights by way of the standard's rows."""
+    batch = reference_batch(coach_data, tokenizer)
+    n = batch["x"].shape[0]
+    model = make_captioner(tokenizer, reference="subtract").train()
+    detached, former = as_one_batch(copy.deepcopy(model)), as_one_batch(copy.deepcopy(model))
+    for bn in [m for m in detached.encoder.modules() if isinstance(m, MaskedBatchNorm)]:
+        def standard_constant(xs, masks, parts=bn.forward_parts):
+            (x,) = xs  # one batch: learner rows, then standard rows
+            return parts([torch.cat([x[:n], x[n:].detach()])], masks)
+        bn.forward_parts = standard_constant
+
+    def gradients(m: Captioner) -> dict[str, torch.Tensor]:
+        m(batch).backward()
+        return {name: p.grad for name, p in m.encoder.named_parameters()}
+
+    got, expected, before = gradients(model), gradients(detached), gradients(former)
+    scale = max(g.abs().max() for g in expected.values())
+    for name, g in expected.items():
+        torch.testing.assert_close(got[name], g, rtol=1e-4, atol=1e-5 * scale, msg=name)
+    assert any(not torch.allclose(before[name], g, rtol=1e-3, atol=1e-3 * scale) for name, g in expected.items())
+
+
+def test_the_standards_pass_records_no_autograd_graph(coach_data, tokenizer):
+    """In a training step every convolution of the encoder runs twice, on the learner's rows with
+    gradient and on the standard's rows without (no graph kept, nothing to do in the backward)."""
+    batch = reference_batch(coach_data, tokenizer)
+    model = make_captioner(tokenizer, reference="subtract").train()
+    convs = [m for m in model.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    calls = []
+    for conv in convs:
+        conv.register_forward_hook(lambda m, args, out: calls.append((m, args[0].shape[0], out.requires_grad)))
+    model(batch).backward()
+    n = batch["x"].shape[0]
+    assert len(calls) == 2 * len(convs)
+    for conv in convs:
+        assert sorted(grad for m, rows, grad in calls if m is conv and rows == n) == [False, True]
 
 
 def test_prompt_is_placed_before_the_motion_tokens(coach_data, tokenizer):

@@ -177,6 +177,58 @@ def test_masked_batchnorm_matches_batchnorm_on_valid_frames():
     torch.testing.assert_close(ours.eval()(x, mask), ref.eval()(x))
 
 
+def test_masked_batchnorm_parts_normalise_as_one_batch_with_no_gradient_into_the_others():
+    """forward_parts([a, b]) gives what forward(cat([a, b])) gives (outputs, running statistics),
+    and a's gradient is the one-batch gradient with b a constant; b's output carries no graph."""
+    torch.manual_seed(0)
+    x = 3 * torch.randn(5, 4, 7, 3) + 1
+    mask = torch.ones(5, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+    mask[3, 2:] = False
+    one, parts = MaskedBatchNorm(4), MaskedBatchNorm(4)
+    with torch.no_grad():
+        one.weight.uniform_(0.5, 2.0); one.bias.uniform_(-1, 1)
+    parts.load_state_dict(one.state_dict())
+    r = torch.randn(2, 4, 7, 3)
+    a_one, a_parts = x[:2].clone().requires_grad_(True), x[:2].clone().requires_grad_(True)
+    expected = one.train()(torch.cat([a_one, x[2:]]), mask)
+    got = parts.train().forward_parts([a_parts, x[2:].requires_grad_(True)], [mask[:2], mask[2:]])
+    torch.testing.assert_close(torch.cat(got), expected, rtol=1e-5, atol=1e-6)
+    for name, buffer in one.named_buffers():
+        torch.testing.assert_close(parts.get_buffer(name), buffer, rtol=1e-5, atol=1e-6)
+    assert not got[1].requires_grad
+    (expected[:2] * r).sum().backward()
+    (got[0] * r).sum().backward()
+    torch.testing.assert_close(a_parts.grad, a_one.grad, rtol=1e-4, atol=1e-6)
+    assert torch.equal(torch.cat(parts.eval().forward_parts([x[:2], x[2:]], [mask[:2], mask[2:]])),
+                       one.eval()(x, mask))
+
+
+def test_no_grad_rows_give_the_one_batch_values():
+    """The last rows run without gradient: eval mode gives exactly the one-batch features, training
+    the same ones up to rounding, with the same running statistics."""
+    x, mask = padded_batch([20, 12, 7, 20, 12, 7], 20, seed=5)
+    split, one = tiny(channels=(16, 32, 32), strides=(1, 2, 2), extractor_blocks=None), \
+        tiny(channels=(16, 32, 32), strides=(1, 2, 2), extractor_blocks=None)
+    warm_up(split)
+    one.load_state_dict(split.state_dict())
+    for mode in ("eval", "train"):
+        getattr(split, mode)(), getattr(one, mode)()
+        got, got_mask, got_att = split(x, mask, no_grad_rows=3)
+        expected, expected_mask, expected_att = one(x, mask)
+        assert torch.equal(got_mask, expected_mask)
+        if mode == "eval":
+            assert torch.equal(got, expected) and torch.equal(got_att["graphs"], expected_att["graphs"])
+        else:
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(got_att["node"], expected_att["node"], rtol=1e-5, atol=1e-5)
+    for (name, a), b in zip(split.named_buffers(), one.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    for bad in (-1, 6):
+        with pytest.raises(ValueError, match="no_grad_rows"):
+            split(x, mask, no_grad_rows=bad)
+
+
 # ----------------------------------------------------------------------------- operators ------
 def test_graph_conv_matches_naive_loops():
     torch.manual_seed(0)
@@ -228,9 +280,10 @@ def test_node_attention_is_applied_residually():
         model.attention.node_bn_out.bias.fill_(-1e4)  # sigmoid -> 0
         feats_zero, _, att_zero = model(x, mask)
         half = 3
-        joints, mask_e = model.joint_stream(x[:, :half] * mask[:, None, :, None], mask, model.A)
-        bones, _ = model.bone_stream(x[:, half:] * mask[:, None, :, None], mask, model.A)
-        plain, _ = model.perception(torch.cat([joints, bones], 1), mask_e, model.A, att_zero["graphs"])
+        # the inner modules take parts (lists of batches; here one)
+        (joints,), mask_e = model.joint_stream([x[:, :half] * mask[:, None, :, None]], [mask], model.A)
+        (bones,), _ = model.bone_stream([x[:, half:] * mask[:, None, :, None]], [mask], model.A)
+        (plain,), _ = model.perception([torch.cat([joints, bones], 1)], mask_e, model.A, [att_zero["graphs"]])
     assert att_zero["node"].abs().max() < 1e-6
     torch.testing.assert_close(feats_zero, plain.permute(0, 2, 3, 1), atol=1e-5, rtol=0)
     assert not torch.allclose(feats, feats_zero)
