@@ -229,6 +229,29 @@ def test_no_grad_rows_give_the_one_batch_values():
             split(x, mask, no_grad_rows=bad)
 
 
+def test_inference_on_a_cpu_in_chunks_equals_one_pass(monkeypatch):
+    """Eval mode without gradient on a CPU runs CPU_CHUNK rows at a time: the same features,
+    masks and attention as one pass over the batch (every row is computed on its own), up to the
+    rounding of convolutions run on another number of rows."""
+    import models.stagcn as stagcn
+
+    model = tiny().eval()
+    warm_up(model)
+    x, mask = padded_batch([20, 12, 7, 20, 3], 20, seed=9)
+    with torch.no_grad():
+        whole = model(x, mask)
+        monkeypatch.setattr(stagcn, "CPU_CHUNK", 2)
+        calls = []
+        original = stagcn.STAGCN._chunked
+        monkeypatch.setattr(stagcn.STAGCN, "_chunked", lambda self, *a: calls.append(1) or original(self, *a))
+        chunked = model(x, mask)
+    assert calls == [1]  # the batch of 5 went through in chunks of 2, 2 and 1
+    assert torch.equal(whole[1], chunked[1])
+    torch.testing.assert_close(chunked[0], whole[0], rtol=1e-5, atol=1e-6)
+    for key in ("node", "graphs"):
+        torch.testing.assert_close(chunked[2][key], whole[2][key], rtol=1e-5, atol=1e-6, msg=key)
+
+
 # ----------------------------------------------------------------------------- operators ------
 def test_graph_conv_matches_naive_loops():
     torch.manual_seed(0)
