@@ -228,7 +228,7 @@ def test_export_carries_the_retrieval_state_and_captions_alike(retrieval_run, tm
     import caption
     from models.export import export_run, load_export
 
-    from dataloaders.records import load_records
+    from dataloaders.build import read_records
     from dataloaders.splits import split_off
     from inference import decode, inputs
 
@@ -237,9 +237,11 @@ def test_export_carries_the_retrieval_state_and_captions_alike(retrieval_run, tm
     # the same state as the run's checkpoint holds ...
     trained, cfg, _ = decode.load_model(run=retrieval_run, device="cpu")
     assert exported_state == trained.retriever.state_dict()
-    # ... and as computed again from the run's training clips (validation clips held out)
+    # ... and as computed again from the run's training clips (read in its body frame, validation
+    # clips held out)
     split = cfg.data.val_split
-    train, val = split_off(load_records(retrieval_run / "data" / "train.pkl"), split.fraction, split.group_by, split.seed)
+    train, val = split_off(read_records(cfg.data, retrieval_run / "data" / "train.pkl", None), split.fraction,
+                           split.group_by, split.seed)
     assert val and exported_state == Retriever.from_records(train).state_dict()
     data = retrieval_run / "data"
     args = [str(data / "test.pkl"), "--standard", str(data / "standard.pkl"), "--max_new_tokens", "8", "--json"]
