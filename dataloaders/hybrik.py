@@ -35,8 +35,10 @@ clip, as a fitted body's do; ``joints="pred_xyz_29"`` reads the network's joints
   clips start facing +z).
 * ``"hybrik"``: HybrIK's numbers as they are, which is how the released BX and FS pickles store
   their clips (root at the origin in every frame, head at negative y, a thigh about 0.18 units,
-  i.e. 0.40 m). Use it to caption with a run trained on those data; :func:`frame_of` tells
-  which frame a run's clips are in, and ``caption.py`` and ``demo.py`` use it to pick.
+  i.e. 0.40 m). A run reads every clip into the canonical body frame (``data.frame``,
+  :mod:`dataloaders.body_frame`) whichever of the two a file is in; only runs on clips as stored
+  (``data.frame: stored``, those made before the key) need the frame of their data, which
+  :func:`frame_of` tells and ``caption.py`` and ``demo.py`` pick by.
 
 The root stays at the origin in every frame (HybrIK's camera translation is left out, as in BX).
 
