@@ -53,7 +53,8 @@ def consensus_order(texts: Sequence[str], df: Any) -> list[int]:
 
 def rerank(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]], df: Any, *,
            retrieved: bool = False, log_probs: Sequence[Sequence[float]] | None = None,
-           weight: float = 0.0) -> list[str]:
+           weight: float = 0.0, similarities: Sequence[Sequence[float]] | None = None,
+           similarity_weight: float = 0.0) -> list[str]:
     """For each clip, the candidate with the highest CIDEr-D against its pool of retrieved
     texts (CIDEr-D over several references is the mean over them); ties: the first candidate
     (the most probable beam).
@@ -62,7 +63,8 @@ def rerank(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]], 
     against the other pool texts (never against itself). ``log_probs`` / ``weight``: each
     candidate's score gains ``weight`` times its log-probability under the model;
     ``log_probs[i]`` lists clip i's candidates in order, the pool's texts last when ``retrieved``
-    (:func:`candidate_lists`).
+    (:func:`candidate_lists`). ``similarities`` / ``similarity_weight``: likewise, the cosine of
+    the clip and each candidate in the motion-text embedding (:mod:`models.embedding`).
     """
     lists = candidate_lists(candidates, pools, retrieved)
     chosen = []
@@ -72,6 +74,8 @@ def rerank(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]], 
         scores = consensus_scores(cands, pool, df, retrieved)  # (C,)
         if log_probs is not None and weight:
             scores = scores + weight * np.asarray(log_probs[i], dtype=np.float64)
+        if similarities is not None and similarity_weight:
+            scores = scores + similarity_weight * np.asarray(similarities[i], dtype=np.float64)
         chosen.append(cands[int(np.argmax(scores))])
     return chosen
 

@@ -46,7 +46,8 @@ from dataloaders.splits import learner_folds, learner_of, split_off
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS = ("official", "new-learner")
-COLUMNS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "novelty", "distinct", "R@1")
+COLUMNS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "novelty", "distinct", "R@1",
+           "embedding R@1", "embedding R@3", "statistics R@1", "statistics R@3")
 STRONGEST = "consensus"  # the baseline every result is compared with (docs/design.md, "Quality protocol")
 
 
@@ -75,8 +76,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="train nothing: caption each run's validation and test splits again with the "
                              "best.pt of the same run of EXPERIMENT (results/EXPERIMENT/protocol/...) and "
                              "the eval.* overrides given")
+    parser.add_argument("--val-only", action="store_true",
+                        help="with --decode-from: caption the validation splits only and print their figures "
+                             "(to choose decoding settings by, before the test split is scored once)")
     parser.add_argument("overrides", nargs="*", help="dotted.key=value overrides for every run")
-    return parser.parse_intermixed_args(argv)  # overrides may come before and after the options
+    args = parser.parse_intermixed_args(argv)  # overrides may come before and after the options
+    if args.val_only and not args.decode_from:
+        parser.error("--val-only captions trained checkpoints again: give --decode-from EXPERIMENT")
+    return args
 
 
 # ============================================================================ the runs ========
@@ -214,13 +221,13 @@ def check_same_split(run: Run, src: schema.Config, source_config: Path) -> None:
                              f"({len(a ^ b)} differ); give the --cfg_file and data overrides it was trained with")
 
 
-def decode(run: Run, config: Path, overrides: list[str]) -> None:
-    """Caption the run's validation and test splits with its best.pt in a child process."""
+def decode(run: Run, config: Path, overrides: list[str], splits: Sequence[str] = ("val", "test")) -> None:
+    """Caption the run's validation and test splits (or ``splits``) with its best.pt in a child process."""
     command = [sys.executable, str(REPO_ROOT / "train_t5_stagcn.py"), "--cfg_file", str(config), *overrides,
-               *run.overrides, "--eval_only", "--ckpt", "best", "--eval_splits", "val", "test", "--allow_config_change"]
+               *run.overrides, "--eval_only", "--ckpt", "best", "--eval_splits", *splits, "--allow_config_change"]
     with open(run.folder / "protocol.log", "a", encoding="utf-8") as log:
         done = subprocess.run(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
-    if done.returncode != 0 or finished(run) is None:
+    if done.returncode != 0 or finished(run, "test" in splits) is None:
         raise SystemExit(f"error: decoding {run.folder} failed (exit {done.returncode}); see "
                          f"{run.folder / 'protocol.log'}")
 
@@ -237,8 +244,8 @@ def validation_line(runs: list[Run]) -> str | None:
             f"(mean {np.mean(scores):.3f})")
 
 
-def finished(run: Run) -> Path | None:
-    path = run.folder / "test_best_metrics.json"
+def finished(run: Run, test: bool = True) -> Path | None:
+    path = run.folder / ("test_best_metrics.json" if test else "val_best_metrics.json")
     return path if path.is_file() else None
 
 
@@ -347,18 +354,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = plan_runs(cfg, args, root)
     started = time.monotonic()
     for i, run in enumerate([] if args.baselines_only else runs, 1):
-        if finished(run):
+        if finished(run, not args.val_only):
             print(f"[{i}/{len(runs)}] {run.name}: finished earlier, skipped", flush=True)
             continue
         t0 = time.monotonic()
         if args.decode_from:
             source = REPO_ROOT / cfg.results_dir / args.decode_from / "protocol" / args.protocol / run.name
             print(f"[{i}/{len(runs)}] {run.name}: captioning again with {source}'s best.pt ...", flush=True)
-            decode(run, prepare_decode(run, source, cfg), [o for o in args.overrides if o.startswith("eval.")])
+            decode(run, prepare_decode(run, source, cfg), [o for o in args.overrides if o.startswith("eval.")],
+                   ("val",) if args.val_only else ("val", "test"))
         else:
             print(f"[{i}/{len(runs)}] {run.name}: training in {run.folder} ...", flush=True)
             train(run, args.cfg_file, args.overrides)
         print(f"[{i}/{len(runs)}] {run.name}: done in {(time.monotonic() - t0) / 60:.1f} min", flush=True)
+    if args.val_only:
+        print(f"{experiment}, {args.protocol} protocol, validation only\n{validation_line(runs)}")
+        return 0
     use_java = False if args.no_java else None
     per_run = [run_scores(run, use_java, with_model=not args.baselines_only, frame=cfg.data.frame) for run in runs]
     rows = summarise(per_run)

@@ -21,7 +21,8 @@ import torch
 from dataloaders import retrieval
 from inference.inputs import UsageError, build_dataset, collator_for, iter_batches
 
-__all__ = ["load_model", "clip_seed", "decode_batch", "reranked_captions", "generation_kwargs", "caption_records"]
+__all__ = ["load_model", "clip_seed", "decode_batch", "reranked_captions", "embedding_similarities", "generation_kwargs",
+           "caption_records"]
 
 log = logging.getLogger("motion2text.inference")
 
@@ -84,7 +85,8 @@ def decode_batch(model: Any, batch: Mapping[str, Any], cfg: Any, *, rerank: int 
         best = reranked_captions(model, batch, candidates=rerank, samples=cfg.eval.rerank_samples,
                                  temperature=cfg.eval.rerank_temperature, num_beams=int(generate["num_beams"]),
                                  max_new_tokens=int(generate["max_new_tokens"]), seed=cfg.seed,
-                                 source=cfg.eval.rerank_candidates, logprob_weight=cfg.eval.rerank_logprob)
+                                 source=cfg.eval.rerank_candidates, logprob_weight=cfg.eval.rerank_logprob,
+                                 embedding_weight=cfg.eval.rerank_embedding)
         return [[text] for text in best]
     per_clip = int(generate.get("num_return_sequences", 1))
     texts = model.generate(dict(batch), **generate)  # (N * per_clip,) texts, each clip's together
@@ -93,7 +95,8 @@ def decode_batch(model: Any, batch: Mapping[str, Any], cfg: Any, *, rerank: int 
 
 def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, samples: int = 0,
                       temperature: float = 1.0, num_beams: int = 1, max_new_tokens: int = 64,
-                      seed: int = 0, source: str = "generated", logprob_weight: float = 0.0) -> list[str]:
+                      seed: int = 0, source: str = "generated", logprob_weight: float = 0.0,
+                      embedding_weight: float = 0.0) -> list[str]:
     """One caption per clip: of ``candidates`` beam candidates and ``samples`` sampled ones, the
     one with the highest CIDEr-D against the clip's pool of retrieved training texts
     (``eval.rerank``, ``eval.rerank_samples``). Each clip's samples are drawn from
@@ -105,6 +108,8 @@ def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, 
     alone: nothing is generated, the model only scores). ``logprob_weight``
     (``eval.rerank_logprob``): each candidate's score gains that weight times the model's
     log-probability of it given the clip (:meth:`models.captioner.Captioner.text_log_probs`).
+    ``embedding_weight`` (``eval.rerank_embedding``): each candidate's score gains that weight
+    times its cosine with the clip in the motion-text embedding (:func:`embedding_similarities`).
     The global random state is changed; callers that care fork it."""
     n = len(batch["video_names"])
     groups: list[list[str]] = [[] for _ in range(n)]
@@ -122,8 +127,22 @@ def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, 
     log_probs = None
     if logprob_weight:
         log_probs = model.text_log_probs(dict(batch), retrieval.candidate_lists(groups, batch["pools"], retrieved))
+    similarities = None
+    if embedding_weight:
+        similarities = embedding_similarities(model, batch, retrieval.candidate_lists(groups, batch["pools"], retrieved))
     return retrieval.rerank(groups, batch["pools"], model.retriever.df, retrieved=retrieved, log_probs=log_probs,
-                  weight=logprob_weight)
+                            weight=logprob_weight, similarities=similarities, similarity_weight=embedding_weight)
+
+
+def embedding_similarities(model: Any, batch: Mapping[str, Any], texts: Sequence[Sequence[str]]) -> list[np.ndarray]:
+    """Cosine of clip i and each of ``texts[i]`` in the model's motion-text embedding, one
+    (len(texts[i]),) array per clip."""
+    clips = model.clip_vectors(dict(batch))  # (N, D)
+    out = []
+    for i, clip_texts in enumerate(texts):
+        vectors = model.text_vectors(list(clip_texts)) if clip_texts else clips.new_zeros(0, clips.shape[1])  # (C, D)
+        out.append((vectors @ clips[i]).double().cpu().numpy())
+    return out
 
 
 def generation_kwargs(num_beams: int = 1, sample: bool = False, temperature: float | None = None,
