@@ -22,7 +22,9 @@ same run of an earlier experiment and captions its validation and test splits ag
         --decode-from boxing experiment=boxing_redecoded eval.rerank_candidates=retrieved
 
 The checkpoints were chosen on validation under the earlier experiment's decoding; the new
-decoding's validation figures are printed beside the test table, to choose by.
+decoding's validation figures are printed beside the test table, to choose by. With
+``--val-only`` only the validation splits are captioned, so decoding settings are compared before
+the chosen one scores the test split once.
 """
 from __future__ import annotations
 

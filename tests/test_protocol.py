@@ -125,6 +125,16 @@ def test_decode_from_captions_the_runs_again_without_training(tmp_path, learner_
     out = capsys.readouterr().out
     assert f"validation CIDEr-D of best.pt by run: {val['CIDEr']:.3f}" in out
     assert json.loads((run.parent / "summary.json").read_text())["decoded_from"] == "tinyproto"
+    # --val-only captions the validation split alone: no test predictions, only the validation line
+    capsys.readouterr()
+    assert protocol.main([*again, "--decode-from", "tinyproto", "--val-only", "experiment=valonly",
+                          "eval.num_beams=2", "eval.max_new_tokens=5"]) == 0
+    val_run = tmp_path / "valonly" / "protocol" / "official" / "seed_0"
+    assert not (val_run / "test_best_metrics.json").exists() and not (val_run / "predictions" / "test_best.json").exists()
+    assert json.loads((val_run / "val_best_metrics.json").read_text()) == {**val, "checkpoint": val["checkpoint"]}
+    assert f"validation CIDEr-D of best.pt by run: {val['CIDEr']:.3f}" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        protocol.parse_args([*again, "--val-only"])
     # a source trained on other clips is refused
     with pytest.raises(SystemExit, match="other validation clips"):
         protocol.main([*again, "--decode-from", "tinyproto", "experiment=other", "data.val_split.fraction=0.5"])
