@@ -37,7 +37,8 @@ FREEZE_PARTS = ("encoder", "projection", "t5_encoder", "t5_decoder", "embeddings
 
 DATA_KINDS = ("synthetic", "pickle")  # generated into the run folder, or read from data.root
 DEVICES = ("auto", "cpu", "cuda")
-RERANK_CANDIDATES = ("generated", "both", "retrieved")  # eval.rerank_candidates (inference.decode.reranked_captions)
+RERANK_CANDIDATES = ("generated", "both", "retrieved")
+RERANK_POOLS = ("statistics", "embedding")  # eval.rerank_pool (inference.decode.embedding_pools)  # eval.rerank_candidates (inference.decode.reranked_captions)
 
 
 class ConfigError(ValueError):
@@ -208,6 +209,8 @@ class EvalConfig:
     rerank_candidates: str = "generated"  # generated | both (+ the retrieved training texts) | retrieved (those alone)
     rerank_logprob: float = 0.0  # weight of the model's log-probability of a candidate (nats) in its score
     rerank_embedding: float = 0.0  # weight of the cosine of the clip and a candidate (model.embedding) in its score
+    rerank_pool: str = "statistics"  # statistics | embedding: how the rerank_k training clips are found (nearest by
+    #   z-scored motion statistics, or by the clip's cosine with their texts in model.embedding)
     log_test: bool = False  # also score the test split at each evaluation (logged, never used to choose)
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
     num_logged_samples: int = 4  # captions beside a reference in train.log and TensorBoard at each evaluation
@@ -243,6 +246,7 @@ CHOICES = {
     "device": DEVICES,
     "eval.metric": METRIC_NAMES,
     "eval.rerank_candidates": RERANK_CANDIDATES,
+    "eval.rerank_pool": RERANK_POOLS,
 }
 POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.batch_size",
             "eval.num_beams", "eval.max_new_tokens", "data.max_target_len",
@@ -409,6 +413,9 @@ def _validate_embedding(cfg: Config) -> None:
     if emb.dim and cfg.train.scst.epochs:
         raise ConfigError("model.embedding: not trained in the self-critical stage; set train.scst.epochs=0 or "
                           "model.embedding.dim=0")
+    if cfg.eval.rerank_pool == "embedding" and not (emb.dim and cfg.eval.rerank):
+        raise ConfigError("eval.rerank_pool: embedding needs the motion-text embedding and reranking; set "
+                          f"model.embedding.dim > 0 and eval.rerank > 0 (found {emb.dim} and {cfg.eval.rerank})")
     if cfg.eval.rerank_embedding and not emb.dim:
         raise ConfigError(f"eval.rerank_embedding: needs the motion-text embedding; set model.embedding.dim > 0 "
                           f"(found eval.rerank_embedding={cfg.eval.rerank_embedding!r}, model.embedding.dim=0)")

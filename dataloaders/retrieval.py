@@ -142,26 +142,45 @@ class Retriever:
     def neighbours(self, records: Sequence[Mapping[str, Any]], k: int, exclude: str = "self") -> list[list[int]]:
         """For each record, its ``k`` nearest allowed training clips (row indices), nearest first;
         equal distances keep training order. ``exclude``: see :data:`RETRIEVAL_EXCLUDE`."""
-        if exclude not in ("none", *RETRIEVAL_EXCLUDE):
-            raise ValueError(f"exclude must be one of none, {', '.join(RETRIEVAL_EXCLUDE)}; got {exclude!r}")
         if not records:
+            self.check_exclude(exclude)
             return []
         queries = (_features(records) - self.mean) / self.std  # (Q, F)
         distances = np.sqrt(((queries[:, None, :] - self.features[None, :, :]) ** 2).sum(axis=-1))  # (Q, N)
-        names, learners = np.asarray(self.names, dtype=object), np.asarray(self.learners, dtype=object)
-        for q, rec in enumerate(records):
+        return self.best_rows(-distances, [rec["video_name"] for rec in records],
+                              [learner_of(rec) for rec in records], k, exclude)
+
+    @staticmethod
+    def check_exclude(exclude: str) -> None:
+        if exclude not in ("none", *RETRIEVAL_EXCLUDE):
+            raise ValueError(f"exclude must be one of none, {', '.join(RETRIEVAL_EXCLUDE)}; got {exclude!r}")
+
+    def best_rows(self, scores: np.ndarray, names: Sequence[str], learners: Sequence[str], k: int,
+                  exclude: str = "self") -> list[list[int]]:
+        """For each query (a row of ``scores`` (Q, N), higher is nearer), its ``k`` best allowed
+        training clips (row indices), best first; equal scores keep training order. A query may not
+        retrieve its own clip (by name) with ``exclude`` self or learner, nor its learner's clips with
+        learner."""
+        self.check_exclude(exclude)
+        scores = np.array(scores, dtype=np.float64)  # (Q, N), a copy
+        own_names, own_learners = np.asarray(self.names, dtype=object), np.asarray(self.learners, dtype=object)
+        for q, (name, learner) in enumerate(zip(names, learners)):
             if exclude in ("self", "learner"):
-                distances[q, names == rec["video_name"]] = np.inf
+                scores[q, own_names == name] = -np.inf
             if exclude == "learner":
-                distances[q, learners == learner_of(rec)] = np.inf
-        order = np.argsort(distances, axis=1, kind="stable")[:, :k]
-        return [[int(i) for i in row if np.isfinite(distances[q, i])] for q, row in enumerate(order)]
+                scores[q, own_learners == learner] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        return [[int(i) for i in row if np.isfinite(scores[q, i])] for q, row in enumerate(order)]
+
+    def pools(self, rows: Sequence[Sequence[int]]) -> list[list[str]]:
+        """The labels of each query's retrieved rows, most central (consensus order) first."""
+        out = []
+        for row in rows:
+            pool = [t for i in row for t in self.labels[i]]
+            out.append([pool[j] for j in consensus_order(pool, self.df)])
+        return out
 
     def texts(self, records: Sequence[Mapping[str, Any]], k: int, exclude: str = "self") -> list[list[str]]:
         """For each record, the labels of its ``k`` nearest allowed training clips, most central
         (consensus order) first."""
-        out = []
-        for row in self.neighbours(records, k, exclude):
-            pool = [t for i in row for t in self.labels[i]]
-            out.append([pool[j] for j in consensus_order(pool, self.df)])
-        return out
+        return self.pools(self.neighbours(records, k, exclude))

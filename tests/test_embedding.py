@@ -55,14 +55,15 @@ def test_info_nce_equals_a_naive_per_pair_computation():
 @pytest.fixture(scope="session")
 def embedding_run(tmp_path_factory):
     """A synthetic retrieval run with the embedding, seed 3, reranking 2 beams, 1 sample and the
-    retrieved texts with the embedding's cosine in the score."""
+    texts of the 3 training clips nearest in the embedding, with the embedding's cosine in the score."""
     import train_t5_stagcn as trainer
     from tests.test_train import tiny
 
     results = tmp_path_factory.mktemp("embedding_runs")
     trainer.main(tiny(results, "emb", "seed=3", "train.lr=1e-2", "train.epochs=2", "eval.every=2",
                       "model.retrieval.k=2", "model.embedding.dim=16", "eval.rerank=2", "eval.rerank_samples=1",
-                      "eval.max_new_tokens=8", "eval.rerank_candidates=both", "eval.rerank_embedding=2"))
+                      "eval.max_new_tokens=8", "eval.rerank_candidates=both", "eval.rerank_embedding=2",
+                      "eval.rerank_pool=embedding"))
     return results / "emb"
 
 
@@ -188,7 +189,55 @@ def test_a_seed_3_run_captions_its_test_split_like_caption_py_the_page_and_its_e
     assert {k: v[0] for k, v in json.loads(capsys.readouterr().out).items()} == written
 
 
+def test_embedding_retrieval_never_returns_the_clip_or_its_learner_on_bx(bx_dir):
+    """Training clips as queries, each with its own training row's vector: unchecked, every query's
+    nearest clip would be itself and the next ones its learner's."""
+    from dataloaders.records import load_records
+    from dataloaders.retrieval import Retriever
+    from dataloaders.splits import learner_of
+
+    records = load_records(bx_dir / "BX_train.pkl")
+    retriever = Retriever.from_records(records)
+    gen = torch.Generator().manual_seed(0)
+    by_learner = {l: torch.randn(8, generator=gen) for l in set(retriever.learners)}
+    vectors = torch.nn.functional.normalize(torch.stack(
+        [5 * by_learner[l] + torch.randn(8, generator=gen) for l in retriever.learners]), dim=-1)  # (M, 8)
+    scores = (vectors @ vectors.T).double().numpy()  # the clips as their own queries
+    names, learners = [r["video_name"] for r in records], [learner_of(r) for r in records]
+    assert (np.argmax(scores, axis=1) == np.arange(len(records))).all()
+    unchecked = retriever.best_rows(scores, names, learners, 5, "none")
+    assert all(row[0] == q for q, row in enumerate(unchecked))
+    assert np.mean([learners[row[1]] == learners[q] for q, row in enumerate(unchecked)]) > 0.9
+    for exclude in ("self", "learner"):
+        rows = retriever.best_rows(scores, names, learners, 5, exclude)
+        assert all(len(row) == 5 for row in rows)
+        assert not any(names[i] == names[q] for q, row in enumerate(rows) for i in row)
+        if exclude == "learner":
+            assert not any(learners[i] == learners[q] for q, row in enumerate(rows) for i in row)
+    # the motion statistics' neighbours are best_rows of minus the distance (what they were before)
+    assert retriever.neighbours(records[:20], 3, "learner") == retriever.best_rows(
+        -np.sqrt(((((retriever.raw[:20] - retriever.mean) / retriever.std)[:, None] - retriever.features[None]) ** 2)
+                 .sum(-1)), names[:20], learners[:20], 3, "learner")
+
+
+def test_the_embedding_pool_is_the_nearest_texts_by_hand(embedding_run):
+    from inference.decode import embedding_pools
+
+    model, _, _, batch = run_test_batch(embedding_run, 3)
+    retriever = model.retriever
+    clips = model.clip_vectors(batch)
+    got = embedding_pools(model, batch, 2, "self")
+    for q, name in enumerate(batch["video_names"]):
+        scores = []
+        for j, labels in enumerate(retriever.labels):
+            v = model.text_vectors(list(labels)).sum(dim=0)
+            scores.append(-np.inf if retriever.names[j] == name else float(clips[q] @ (v / v.norm())))
+        best = sorted(range(len(scores)), key=lambda j: (-scores[j], j))[:2]
+        assert sorted(got[q]) == sorted(t for j in best for t in retriever.labels[j])
+
+
 @pytest.mark.parametrize("overrides, match", [
+    (["model.retrieval.k=3", "eval.rerank=3", "eval.rerank_pool=embedding"], "eval.rerank_pool: embedding needs"),
     (["model.retrieval.k=3", "eval.rerank=3", "eval.rerank_embedding=1"], "eval.rerank_embedding: needs the motion-text"),
     (["model.retrieval.k=3", "eval.rerank=0", "eval.rerank_samples=0", "model.embedding.dim=8", "eval.rerank_embedding=1"],
      "eval.rerank_embedding: only used when reranking"),

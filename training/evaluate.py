@@ -18,7 +18,7 @@ from configs import schema
 from core.io import atomic_save, atomic_write_text, load_checkpoint
 from core.paths import portable
 from dataloaders.build import Data
-from inference.decode import decode_batch
+from inference.decode import decode_batch, grouped_text_vectors
 from training import distributed, run
 from training.trainer import Trainer, to_device
 
@@ -96,17 +96,15 @@ def embedding_retrieval(model, dataset, data: Data, cfg: schema.Config, device: 
     model.train(was_training)
     references = dataset.references()
     refs = [list(references[name]) for name in names]
-    owner = torch.tensor([j for j, texts in enumerate(refs) for _ in texts])  # (R,) clip of each reference
-    vectors = model.text_vectors([t for texts in refs for t in texts]).cpu()  # (R, D)
-    per_clip = torch.zeros(len(refs), vectors.shape[1]).index_add_(0, owner, vectors)  # (N, D)
-    per_clip = torch.nn.functional.normalize(per_clip, dim=-1)
+    per_clip = grouped_text_vectors(model, refs)  # (N, D)
     figures = {f"embedding {k}": v for k, v in recall_at_k(retrieval_ranks((torch.cat(clips) @ per_clip.T).double().numpy())).items()}
     if all(pool for pool in pools):
+        owner = np.array([j for j, texts in enumerate(refs) for _ in texts])  # (R,) clip of each reference
         flat = [t for texts in refs for t in texts]
         by_ref = cider_d_matrix(flat, [list(p) for p in pools], model.retriever.df)  # (R, N): reference r against clip q's pool
         sums = np.zeros((len(refs), len(pools)))
-        np.add.at(sums, owner.numpy(), by_ref)
-        counts = np.bincount(owner.numpy(), minlength=len(refs))[:, None]
+        np.add.at(sums, owner, by_ref)
+        counts = np.bincount(owner, minlength=len(refs))[:, None]
         scores = (sums / counts).T  # (N queries, N clips)
         figures.update({f"statistics {k}": v for k, v in recall_at_k(retrieval_ranks(scores)).items()})
     return figures
