@@ -43,7 +43,7 @@ def info_nce(motion: torch.Tensor, text: torch.Tensor, positives: torch.Tensor, 
     ``s = motion @ text.T / temperature``; text j's loss is the same over the column. The result
     is the mean of the two directions' means.
     """
-    logits = motion @ text.T / temperature  # (N, N)
+    logits = motion.float() @ text.float().T / temperature  # (N, N), in float32 under autocast too
     neg_inf = torch.finfo(logits.dtype).min
     kept = logits.masked_fill(~positives, neg_inf)
     to_text = torch.logsumexp(logits, dim=1) - torch.logsumexp(kept, dim=1)  # (N,)
