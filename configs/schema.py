@@ -37,8 +37,7 @@ FREEZE_PARTS = ("encoder", "projection", "t5_encoder", "t5_decoder", "embeddings
 
 DATA_KINDS = ("synthetic", "pickle")  # generated into the run folder, or read from data.root
 DEVICES = ("auto", "cpu", "cuda")
-RERANK_CANDIDATES = ("generated", "both", "retrieved")
-RERANK_POOLS = ("statistics", "embedding")  # eval.rerank_pool (inference.decode.embedding_pools)  # eval.rerank_candidates (inference.decode.reranked_captions)
+RERANK_CANDIDATES = ("generated", "both", "retrieved")  # eval.rerank_candidates (inference.decode.reranked_captions)
 
 
 class ConfigError(ValueError):
@@ -142,20 +141,12 @@ class RetrievalConfig:
 
 
 @dataclass
-class EmbeddingConfig:
-    dim: int = 0  # motion-text embedding heads of this size, trained with an InfoNCE loss (models/embedding.py); 0: none
-    temperature: float = 0.1  # the InfoNCE loss's softmax temperature
-    weight: float = 1.0  # the InfoNCE loss's weight beside the cross-entropy
-
-
-@dataclass
 class ModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     projection: ProjectionConfig = field(default_factory=ProjectionConfig)
     reference: str = "none"  # subtract: the standard's features, subtracted, join the learner's (models/captioner.py)
     prompt: str = ""  # task prompt whose token embeddings precede the motion tokens (encoder side)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
-    embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     t5: T5Section = field(default_factory=T5Section)
     tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
 
@@ -208,9 +199,6 @@ class EvalConfig:
     rerank_temperature: float = 1.0  # softmax temperature of those samples
     rerank_candidates: str = "generated"  # generated | both (+ the retrieved training texts) | retrieved (those alone)
     rerank_logprob: float = 0.0  # weight of the model's log-probability of a candidate (nats) in its score
-    rerank_embedding: float = 0.0  # weight of the cosine of the clip and a candidate (model.embedding) in its score
-    rerank_pool: str = "statistics"  # statistics | embedding: how the rerank_k training clips are found (nearest by
-    #   z-scored motion statistics, or by the clip's cosine with their texts in model.embedding)
     log_test: bool = False  # also score the test split at each evaluation (logged, never used to choose)
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
     num_logged_samples: int = 4  # captions beside a reference in train.log and TensorBoard at each evaluation
@@ -246,7 +234,6 @@ CHOICES = {
     "device": DEVICES,
     "eval.metric": METRIC_NAMES,
     "eval.rerank_candidates": RERANK_CANDIDATES,
-    "eval.rerank_pool": RERANK_POOLS,
 }
 POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.batch_size",
             "eval.num_beams", "eval.max_new_tokens", "data.max_target_len",
@@ -257,7 +244,6 @@ POSITIVE = ("train.epochs", "train.batch_size", "train.lr", "eval.every", "eval.
 NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "model.t5.lora.r",
                 "train.keep_epoch_checkpoints", "train.limit_steps", "data.num_workers",
                 "eval.num_logged_pictures", "train.early_stop", "eval.rerank", "eval.rerank_samples", "eval.rerank_logprob", "model.retrieval.k", "train.scst.epochs",
-                "model.embedding.dim", "model.embedding.weight", "eval.rerank_embedding",
                 "model.encoder.dropout", "model.projection.dropout")
 
 # Options that lost on validation and were removed (last in commit RETIRED_IN), with their old
@@ -381,12 +367,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"eval.rerank_samples: sampled candidates are only used when reranking; set eval.rerank "
                           f"> 0 (found eval.rerank=0, eval.rerank_samples={cfg.eval.rerank_samples})")
     for key, value in (("eval.rerank_candidates", cfg.eval.rerank_candidates != "generated" and cfg.eval.rerank_candidates),
-                       ("eval.rerank_logprob", cfg.eval.rerank_logprob),
-                       ("eval.rerank_embedding", cfg.eval.rerank_embedding)):
+                       ("eval.rerank_logprob", cfg.eval.rerank_logprob)):
         if value and not cfg.eval.rerank:
             raise ConfigError(f"{key}: only used when reranking; set eval.rerank > 0 (found eval.rerank=0, "
                               f"{key}={value!r})")
-    _validate_embedding(cfg)
     if not 0.0 <= cfg.train.label_smoothing < 1.0:
         raise ConfigError(f"train.label_smoothing: expected a number in [0, 1), found {cfg.train.label_smoothing!r}")
     if not 0.0 <= cfg.data.speed < 1.0:
@@ -400,25 +384,6 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("data.root: expected the folder holding the dataset pickles "
                           "(e.g. data.root=../shared/data/BX), found an empty string")
     return cfg
-
-
-def _validate_embedding(cfg: Config) -> None:
-    """``model.embedding`` is trained when it exists, and only what has one can rerank with it."""
-    emb = cfg.model.embedding
-    if emb.dim and not emb.weight > 0:
-        raise ConfigError(f"model.embedding.weight: expected a positive number when model.embedding.dim > 0 "
-                          f"(the heads are trained by that loss alone), found {emb.weight!r}")
-    if emb.dim and not emb.temperature > 0:
-        raise ConfigError(f"model.embedding.temperature: expected a positive number, found {emb.temperature!r}")
-    if emb.dim and cfg.train.scst.epochs:
-        raise ConfigError("model.embedding: not trained in the self-critical stage; set train.scst.epochs=0 or "
-                          "model.embedding.dim=0")
-    if cfg.eval.rerank_pool == "embedding" and not (emb.dim and cfg.eval.rerank):
-        raise ConfigError("eval.rerank_pool: embedding needs the motion-text embedding and reranking; set "
-                          f"model.embedding.dim > 0 and eval.rerank > 0 (found {emb.dim} and {cfg.eval.rerank})")
-    if cfg.eval.rerank_embedding and not emb.dim:
-        raise ConfigError(f"eval.rerank_embedding: needs the motion-text embedding; set model.embedding.dim > 0 "
-                          f"(found eval.rerank_embedding={cfg.eval.rerank_embedding!r}, model.embedding.dim=0)")
 
 
 def _validate_lists(cfg: Config) -> None:

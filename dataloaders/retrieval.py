@@ -53,8 +53,7 @@ def consensus_order(texts: Sequence[str], df: Any) -> list[int]:
 
 def rerank(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]], df: Any, *,
            retrieved: bool = False, log_probs: Sequence[Sequence[float]] | None = None,
-           weight: float = 0.0, similarities: Sequence[Sequence[float]] | None = None,
-           similarity_weight: float = 0.0) -> list[str]:
+           weight: float = 0.0) -> list[str]:
     """For each clip, the candidate with the highest CIDEr-D against its pool of retrieved
     texts (CIDEr-D over several references is the mean over them); ties: the first candidate
     (the most probable beam).
@@ -63,8 +62,7 @@ def rerank(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]], 
     against the other pool texts (never against itself). ``log_probs`` / ``weight``: each
     candidate's score gains ``weight`` times its log-probability under the model;
     ``log_probs[i]`` lists clip i's candidates in order, the pool's texts last when ``retrieved``
-    (:func:`candidate_lists`). ``similarities`` / ``similarity_weight``: likewise, the cosine of
-    the clip and each candidate in the motion-text embedding (:mod:`models.embedding`).
+    (:func:`candidate_lists`).
     """
     lists = candidate_lists(candidates, pools, retrieved)
     chosen = []
@@ -74,8 +72,6 @@ def rerank(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]], 
         scores = consensus_scores(cands, pool, df, retrieved)  # (C,)
         if log_probs is not None and weight:
             scores = scores + weight * np.asarray(log_probs[i], dtype=np.float64)
-        if similarities is not None and similarity_weight:
-            scores = scores + similarity_weight * np.asarray(similarities[i], dtype=np.float64)
         chosen.append(cands[int(np.argmax(scores))])
     return chosen
 
@@ -142,45 +138,26 @@ class Retriever:
     def neighbours(self, records: Sequence[Mapping[str, Any]], k: int, exclude: str = "self") -> list[list[int]]:
         """For each record, its ``k`` nearest allowed training clips (row indices), nearest first;
         equal distances keep training order. ``exclude``: see :data:`RETRIEVAL_EXCLUDE`."""
+        if exclude not in ("none", *RETRIEVAL_EXCLUDE):
+            raise ValueError(f"exclude must be one of none, {', '.join(RETRIEVAL_EXCLUDE)}; got {exclude!r}")
         if not records:
-            self.check_exclude(exclude)
             return []
         queries = (_features(records) - self.mean) / self.std  # (Q, F)
         distances = np.sqrt(((queries[:, None, :] - self.features[None, :, :]) ** 2).sum(axis=-1))  # (Q, N)
-        return self.best_rows(-distances, [rec["video_name"] for rec in records],
-                              [learner_of(rec) for rec in records], k, exclude)
-
-    @staticmethod
-    def check_exclude(exclude: str) -> None:
-        if exclude not in ("none", *RETRIEVAL_EXCLUDE):
-            raise ValueError(f"exclude must be one of none, {', '.join(RETRIEVAL_EXCLUDE)}; got {exclude!r}")
-
-    def best_rows(self, scores: np.ndarray, names: Sequence[str], learners: Sequence[str], k: int,
-                  exclude: str = "self") -> list[list[int]]:
-        """For each query (a row of ``scores`` (Q, N), higher is nearer), its ``k`` best allowed
-        training clips (row indices), best first; equal scores keep training order. A query may not
-        retrieve its own clip (by name) with ``exclude`` self or learner, nor its learner's clips with
-        learner."""
-        self.check_exclude(exclude)
-        scores = np.array(scores, dtype=np.float64)  # (Q, N), a copy
-        own_names, own_learners = np.asarray(self.names, dtype=object), np.asarray(self.learners, dtype=object)
-        for q, (name, learner) in enumerate(zip(names, learners)):
+        names, learners = np.asarray(self.names, dtype=object), np.asarray(self.learners, dtype=object)
+        for q, rec in enumerate(records):
             if exclude in ("self", "learner"):
-                scores[q, own_names == name] = -np.inf
+                distances[q, names == rec["video_name"]] = np.inf
             if exclude == "learner":
-                scores[q, own_learners == learner] = -np.inf
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return [[int(i) for i in row if np.isfinite(scores[q, i])] for q, row in enumerate(order)]
-
-    def pools(self, rows: Sequence[Sequence[int]]) -> list[list[str]]:
-        """The labels of each query's retrieved rows, most central (consensus order) first."""
-        out = []
-        for row in rows:
-            pool = [t for i in row for t in self.labels[i]]
-            out.append([pool[j] for j in consensus_order(pool, self.df)])
-        return out
+                distances[q, learners == learner_of(rec)] = np.inf
+        order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+        return [[int(i) for i in row if np.isfinite(distances[q, i])] for q, row in enumerate(order)]
 
     def texts(self, records: Sequence[Mapping[str, Any]], k: int, exclude: str = "self") -> list[list[str]]:
         """For each record, the labels of its ``k`` nearest allowed training clips, most central
         (consensus order) first."""
-        return self.pools(self.neighbours(records, k, exclude))
+        out = []
+        for row in self.neighbours(records, k, exclude):
+            pool = [t for i in row for t in self.labels[i]]
+            out.append([pool[j] for j in consensus_order(pool, self.df)])
+        return out

@@ -48,8 +48,7 @@ from dataloaders.splits import learner_folds, learner_of, split_off
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS = ("official", "new-learner")
-COLUMNS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "novelty", "distinct", "R@1",
-           "embedding R@1", "embedding R@3", "statistics R@1", "statistics R@3")
+COLUMNS = ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "novelty", "distinct", "R@1")
 STRONGEST = "consensus"  # the baseline every result is compared with (docs/design.md, "Quality protocol")
 
 

@@ -21,8 +21,7 @@ import torch
 from dataloaders import retrieval
 from inference.inputs import UsageError, build_dataset, collator_for, iter_batches
 
-__all__ = ["load_model", "clip_seed", "decode_batch", "reranked_captions", "embedding_pools", "embedding_similarities",
-           "grouped_text_vectors", "generation_kwargs", "caption_records"]
+__all__ = ["load_model", "clip_seed", "decode_batch", "reranked_captions", "generation_kwargs", "caption_records"]
 
 log = logging.getLogger("motion2text.inference")
 
@@ -82,13 +81,10 @@ def decode_batch(model: Any, batch: Mapping[str, Any], cfg: Any, *, rerank: int 
     if rerank:
         if getattr(model, "retriever", None) is None:
             raise UsageError("--rerank needs a run trained with retrieval (model.retrieval.k or eval.rerank)")
-        if cfg.eval.rerank_pool == "embedding":
-            batch = dict(batch, pools=embedding_pools(model, batch, cfg.eval.rerank_k, cfg.model.retrieval.exclude))
         best = reranked_captions(model, batch, candidates=rerank, samples=cfg.eval.rerank_samples,
                                  temperature=cfg.eval.rerank_temperature, num_beams=int(generate["num_beams"]),
                                  max_new_tokens=int(generate["max_new_tokens"]), seed=cfg.seed,
-                                 source=cfg.eval.rerank_candidates, logprob_weight=cfg.eval.rerank_logprob,
-                                 embedding_weight=cfg.eval.rerank_embedding)
+                                 source=cfg.eval.rerank_candidates, logprob_weight=cfg.eval.rerank_logprob)
         return [[text] for text in best]
     per_clip = int(generate.get("num_return_sequences", 1))
     texts = model.generate(dict(batch), **generate)  # (N * per_clip,) texts, each clip's together
@@ -97,8 +93,7 @@ def decode_batch(model: Any, batch: Mapping[str, Any], cfg: Any, *, rerank: int 
 
 def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, samples: int = 0,
                       temperature: float = 1.0, num_beams: int = 1, max_new_tokens: int = 64,
-                      seed: int = 0, source: str = "generated", logprob_weight: float = 0.0,
-                      embedding_weight: float = 0.0) -> list[str]:
+                      seed: int = 0, source: str = "generated", logprob_weight: float = 0.0) -> list[str]:
     """One caption per clip: of ``candidates`` beam candidates and ``samples`` sampled ones, the
     one with the highest CIDEr-D against the clip's pool of retrieved training texts
     (``eval.rerank``, ``eval.rerank_samples``). Each clip's samples are drawn from
@@ -110,8 +105,6 @@ def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, 
     alone: nothing is generated, the model only scores). ``logprob_weight``
     (``eval.rerank_logprob``): each candidate's score gains that weight times the model's
     log-probability of it given the clip (:meth:`models.captioner.Captioner.text_log_probs`).
-    ``embedding_weight`` (``eval.rerank_embedding``): each candidate's score gains that weight
-    times its cosine with the clip in the motion-text embedding (:func:`embedding_similarities`).
     The global random state is changed; callers that care fork it."""
     n = len(batch["video_names"])
     groups: list[list[str]] = [[] for _ in range(n)]
@@ -129,46 +122,8 @@ def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, 
     log_probs = None
     if logprob_weight:
         log_probs = model.text_log_probs(dict(batch), retrieval.candidate_lists(groups, batch["pools"], retrieved))
-    similarities = None
-    if embedding_weight:
-        similarities = embedding_similarities(model, batch, retrieval.candidate_lists(groups, batch["pools"], retrieved))
     return retrieval.rerank(groups, batch["pools"], model.retriever.df, retrieved=retrieved, log_probs=log_probs,
-                            weight=logprob_weight, similarities=similarities, similarity_weight=embedding_weight)
-
-
-def embedding_pools(model: Any, batch: Mapping[str, Any], k: int, exclude: str) -> list[list[str]]:
-    """``eval.rerank_pool: embedding``: each clip's reranking pool from the ``k`` training clips
-    whose texts (the mean of each clip's label vectors) are nearest the clip in the motion-text
-    embedding, never the clip itself nor, with ``exclude=learner``, its learner's clips (the
-    learner read from the clip's name, as :func:`dataloaders.splits.learner_of` does); their
-    labels most central first, as :meth:`dataloaders.retrieval.Retriever.texts` orders them."""
-    from dataloaders.splits import learner_of
-
-    retriever = model.retriever
-    clips = model.clip_vectors(dict(batch)).cpu()  # (N, D)
-    texts = grouped_text_vectors(model, retriever.labels)  # (M, D)
-    rows = retriever.best_rows((clips @ texts.T).double().numpy(), batch["video_names"],
-                               [learner_of({"video_name": n}) for n in batch["video_names"]], k, exclude)
-    return retriever.pools(rows)
-
-
-def grouped_text_vectors(model: Any, labels: Sequence[Sequence[str]]) -> torch.Tensor:
-    """(M, D): each group of texts (a clip's labels) embedded, averaged and made unit length."""
-    owner = torch.tensor([j for j, texts in enumerate(labels) for _ in texts])  # (R,)
-    vectors = model.text_vectors([t for texts in labels for t in texts]).cpu()  # (R, D)
-    summed = torch.zeros(len(labels), vectors.shape[1]).index_add_(0, owner, vectors)  # (M, D)
-    return torch.nn.functional.normalize(summed, dim=-1)
-
-
-def embedding_similarities(model: Any, batch: Mapping[str, Any], texts: Sequence[Sequence[str]]) -> list[np.ndarray]:
-    """Cosine of clip i and each of ``texts[i]`` in the model's motion-text embedding, one
-    (len(texts[i]),) array per clip."""
-    clips = model.clip_vectors(dict(batch))  # (N, D)
-    out = []
-    for i, clip_texts in enumerate(texts):
-        vectors = model.text_vectors(list(clip_texts)) if clip_texts else clips.new_zeros(0, clips.shape[1])  # (C, D)
-        out.append((vectors @ clips[i]).double().cpu().numpy())
-    return out
+                  weight=logprob_weight)
 
 
 def generation_kwargs(num_beams: int = 1, sample: bool = False, temperature: float | None = None,

@@ -143,16 +143,14 @@ class DemoRun:
     def candidates_text(self, rerank: int) -> str:
         """"5 beam candidates" (and "and 10 sampled ones" with ``eval.rerank_samples``; the retrieved
         texts with ``eval.rerank_candidates``; "scored with the model's log-probability" with
-        ``eval.rerank_logprob``, and the embedding's cosine with ``eval.rerank_embedding``)."""
+        ``eval.rerank_logprob``)."""
         ev = self.cfg.eval
         if ev.rerank_candidates == "retrieved":
             text = "the nearest training clips' texts"
         else:
             text = (f"{rerank} beam candidates" + (f" and {ev.rerank_samples} sampled ones" if ev.rerank_samples else "")
                     + (" and the nearest training clips' texts" if ev.rerank_candidates == "both" else ""))
-        plus = ([f"{ev.rerank_logprob:g} x the model's log-probability"] if ev.rerank_logprob else []) + \
-            ([f"{ev.rerank_embedding:g} x the clip-caption cosine"] if ev.rerank_embedding else [])
-        return text + (f" (plus {' and '.join(plus)})" if plus else "")
+        return text + (f" (plus {ev.rerank_logprob:g} x the model's log-probability)" if ev.rerank_logprob else "")
 
     def rerank_of(self, decoding: Decoding) -> int:
         """The reranking ``caption.py`` applies with these options: theirs, else the run's ``eval.rerank``."""

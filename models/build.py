@@ -49,14 +49,8 @@ def build_model(cfg: schema.Config, tokenizer: Any, t5: Any = None, t5_config: d
     width = encoder.out_channels * (2 if cfg.model.reference == "subtract" else 1)
     projection = Projection(width, t5.config.d_model, policy=cfg.model.projection.policy,
                             num_joints=graph.num_nodes, dropout=cfg.model.projection.dropout)
-    embedding = None
-    if cfg.model.embedding.dim:
-        from .embedding import MotionTextEmbedding
-
-        emb = cfg.model.embedding
-        embedding = MotionTextEmbedding(width, t5.config.vocab_size, emb.dim, emb.temperature, emb.weight)
     return Captioner(encoder, projection, t5, tokenizer, reference=cfg.model.reference,
-                     prompt=cfg.model.prompt, embedding=embedding)
+                     prompt=cfg.model.prompt)
 
 
 def checkpoint_of_run(run_dir: str | Path) -> Path:

@@ -31,7 +31,7 @@ from configs.schema import REFERENCE_MODES
 
 class Captioner(nn.Module):
     def __init__(self, encoder: nn.Module, projection: nn.Module, t5: nn.Module, tokenizer: Any,
-                 reference: str = "none", prompt: str = "", embedding: nn.Module | None = None) -> None:
+                 reference: str = "none", prompt: str = "") -> None:
         super().__init__()
         if reference not in REFERENCE_MODES:
             raise ValueError(f"reference must be one of {REFERENCE_MODES}, got {reference!r}")
@@ -40,7 +40,6 @@ class Captioner(nn.Module):
         self.t5 = t5
         self.tokenizer = tokenizer
         self.reference = reference
-        self.embedding = embedding  # models.embedding.MotionTextEmbedding (model.embedding.dim > 0) or None
         self.last_attention: dict[str, torch.Tensor] = {}
         self.retriever: Any = None  # dataloaders.retrieval.Retriever of a retrieval model
         self.label_smoothing = 0.0  # training's train.label_smoothing (set by the trainer)
@@ -57,11 +56,7 @@ class Captioner(nn.Module):
         return x[:, :, :1].expand_as(x)  # (N, C, 1, V) -> (N, C, T, V)
 
     def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Skeletons -> T5 encoder inputs: (inputs_embeds (N, L, D), attention_mask (N, L))."""
-        return self.to_tokens(*self.motion_features(batch), batch)
-
-    def motion_features(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Skeletons -> the features the projection reads (N, T', V, C'') and their frame mask (N, T').
+        """Skeletons -> T5 encoder inputs: (inputs_embeds (N, L, D), attention_mask (N, L)).
 
         With the reference branch, the learner and the standard go through the encoder as one
         batch: BatchNorm normalises both with the same statistics (the joint batch's in
@@ -82,10 +77,6 @@ class Captioner(nn.Module):
         else:
             feats, feat_mask, attention = self.encoder(x, mask)  # (N, T', V, C'), (N, T')
         self.last_attention = attention
-        return feats, feat_mask
-
-    def to_tokens(self, feats: torch.Tensor, feat_mask: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """Encoder features -> T5 encoder inputs (projection, prompt, retrieved texts)."""
         tokens, token_mask = self.projection(feats, feat_mask)  # (N, L, D), (N, L)
         token_mask = token_mask.long()
         if self.prefix_ids.numel():
@@ -107,33 +98,15 @@ class Captioner(nn.Module):
         build one per call from a deep copy of its config, a new object every step that makes
         ``torch.compile`` recompile the forward at every step (``python -m bench.train_step --compile``).
         """
-        feats, feat_mask = self.motion_features(batch)
-        embeds, attn = self.to_tokens(feats, feat_mask, batch)
+        embeds, attn = self.encode(batch)
         if batch.get("sampled_ids") is not None:
             return self.self_critical_loss(embeds, attn, batch["sampled_ids"], batch["advantages"])
         out = self.t5(inputs_embeds=embeds, attention_mask=attn, labels=batch["labels"], use_cache=False)
-        loss = out.loss
-        if self.label_smoothing:
-            logits = out.logits.float()  # (N, T, V)
-            loss = nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
-                                               label_smoothing=self.label_smoothing)
-        if self.embedding is not None and self.embedding.weight:
-            motion = self.embedding.motion(feats, feat_mask)  # (N, D)
-            loss = loss + self.embedding.loss(motion, batch["labels"], batch["texts"], self.t5.config.eos_token_id)
-        return loss
-
-    # ------------------------------------------------------------------ the motion-text embedding
-    @torch.no_grad()
-    def clip_vectors(self, batch: dict) -> torch.Tensor:
-        """The embedding's unit vectors (N, D) of a batch's clips (``model.embedding``)."""
-        return self.embedding.motion(*self.motion_features(batch))
-
-    @torch.no_grad()
-    def text_vectors(self, texts: list[str]) -> torch.Tensor:
-        """The embedding's unit vectors (N, D) of texts."""
-        from .embedding import token_bags
-
-        return self.embedding.text(*token_bags(self.tokenizer, texts, self.prefix_ids.device))
+        if not self.label_smoothing:
+            return out.loss
+        logits = out.logits.float()  # (N, T, V)
+        return nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
+                                           label_smoothing=self.label_smoothing)
 
     def sequence_log_probs(self, embeds: torch.Tensor, attn: torch.Tensor, sampled: torch.Tensor) -> torch.Tensor:
         """Summed log-probabilities (N * K,) of sampled captions (N * K, 1 + T) (the decoder start

@@ -153,16 +153,13 @@ def test_the_web_page_says_what_was_reranked():
 
     def said(**ev):
         cfg = SimpleNamespace(eval=SimpleNamespace(**{"rerank_samples": 10, "rerank_candidates": "generated",
-                                                      "rerank_logprob": 0.0, "rerank_embedding": 0.0, **ev}))
+                                                      "rerank_logprob": 0.0, **ev}))
         return DemoRun.candidates_text(SimpleNamespace(cfg=cfg, model=SimpleNamespace()), 5)
 
     assert said() == "5 beam candidates and 10 sampled ones"
     assert said(rerank_candidates="both") == "5 beam candidates and 10 sampled ones and the nearest training clips' texts"
     assert said(rerank_candidates="retrieved", rerank_logprob=0.005) == \
         "the nearest training clips' texts (plus 0.005 x the model's log-probability)"
-    assert said(rerank_candidates="both", rerank_logprob=0.005, rerank_embedding=2.0) == \
-        "5 beam candidates and 10 sampled ones and the nearest training clips' texts (plus 0.005 x the model's " \
-        "log-probability and 2 x the clip-caption cosine)"
 
 
 def test_retrieved_only_without_the_model_is_the_consensus_retrieval_baseline(bx_dir):

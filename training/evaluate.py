@@ -10,7 +10,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
@@ -18,7 +17,7 @@ from configs import schema
 from core.io import atomic_save, atomic_write_text, load_checkpoint
 from core.paths import portable
 from dataloaders.build import Data
-from inference.decode import decode_batch, grouped_text_vectors
+from inference.decode import decode_batch
 from training import distributed, run
 from training.trainer import Trainer, to_device
 
@@ -67,47 +66,7 @@ def evaluate_split(model, dataset, data: Data, cfg: schema.Config, dist: distrib
     """(predictions, metrics) of one split on every rank."""
     predictions = generate_captions(model, dataset, data, cfg, dist)
     metrics = metrics_of(predictions, dataset, data, cfg) if dist.main else {}
-    if dist.main and getattr(model, "embedding", None) is not None:
-        metrics.update(embedding_retrieval(model, dataset, data, cfg, dist.device))
     return predictions, distributed.broadcast_object(metrics, dist)
-
-
-@torch.no_grad()
-def embedding_retrieval(model, dataset, data: Data, cfg: schema.Config, device: torch.device) -> dict[str, float]:
-    """Motion-to-text retrieval among a split's clips: for each clip, the rank of its own
-    references among every clip's references, R@1 and R@3 (ties count against the clip).
-
-    ``embedding``: by the cosine of the clip's vector and the mean of each clip's reference vectors
-    (:mod:`models.embedding`). ``statistics`` (retrieval runs): by the mean CIDEr-D of each clip's
-    references against the clip's retrieved training texts (its nearest training clips by motion
-    statistics), the score the reranker gives a candidate without the embedding."""
-    from core.cider import cider_d_matrix
-    from evaluation.quality import recall_at_k, retrieval_ranks
-
-    was_training = model.training
-    model.eval()
-    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=data.collate)
-    names, clips, pools = [], [], []
-    for batch in loader:
-        batch = to_device(batch, device)
-        names += batch["video_names"]
-        clips.append(model.clip_vectors(batch).cpu())
-        pools += batch["pools"]
-    model.train(was_training)
-    references = dataset.references()
-    refs = [list(references[name]) for name in names]
-    per_clip = grouped_text_vectors(model, refs)  # (N, D)
-    figures = {f"embedding {k}": v for k, v in recall_at_k(retrieval_ranks((torch.cat(clips) @ per_clip.T).double().numpy())).items()}
-    if all(pool for pool in pools):
-        owner = np.array([j for j, texts in enumerate(refs) for _ in texts])  # (R,) clip of each reference
-        flat = [t for texts in refs for t in texts]
-        by_ref = cider_d_matrix(flat, [list(p) for p in pools], model.retriever.df)  # (R, N): reference r against clip q's pool
-        sums = np.zeros((len(refs), len(pools)))
-        np.add.at(sums, owner, by_ref)
-        counts = np.bincount(owner, minlength=len(refs))[:, None]
-        scores = (sums / counts).T  # (N queries, N clips)
-        figures.update({f"statistics {k}": v for k, v in recall_at_k(retrieval_ranks(scores)).items()})
-    return figures
 
 
 def periodic_evaluation(model, data: Data, cfg: schema.Config, dist: distributed.Dist) -> dict[str, tuple[dict, dict]]:
