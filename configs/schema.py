@@ -37,7 +37,7 @@ FREEZE_PARTS = ("encoder", "projection", "t5_encoder", "t5_decoder", "embeddings
 
 DATA_KINDS = ("synthetic", "pickle")  # generated into the run folder, or read from data.root
 DEVICES = ("auto", "cpu", "cuda")
-RERANK_CANDIDATES = ("generated", "both", "retrieved")  # eval.rerank_candidates (inference.decode.reranked_captions)
+RERANK_CANDIDATES = ("generated", "both", "retrieved", "gated")  # eval.rerank_candidates (inference.decode.reranked_captions)
 
 
 class ConfigError(ValueError):
@@ -197,7 +197,7 @@ class EvalConfig:
     rerank_k: int = 3  # training clips whose texts the candidates are reranked against
     rerank_samples: int = 0  # sampled candidates added to the beam candidates (drawn per clip from seed and name)
     rerank_temperature: float = 1.0  # softmax temperature of those samples
-    rerank_candidates: str = "generated"  # generated | both (+ the retrieved training texts) | retrieved (those alone)
+    rerank_candidates: str = "generated"  # generated | both (+ the retrieved training texts) | retrieved (those alone) | gated (retrieved for clips whose nearest training clip is likely their own learner's, else generated)
     rerank_logprob: float = 0.0  # weight of the model's log-probability of a candidate (nats) in its score
     log_test: bool = False  # also score the test split at each evaluation (logged, never used to choose)
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)

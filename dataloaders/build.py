@@ -161,13 +161,16 @@ def attach_retrieval(cfg: Any, train_records: list, datasets: list[tuple[Any, li
 
 def retrieval_fields(cfg: Any, retriever: Any, records: list) -> dict[str, dict[str, list]]:
     """``{field: {video_name: texts}}`` of the records for :meth:`MotionTextDataset.set_retrieved`:
-    ``retrieved`` (the encoder-side input, with ``model.retrieval.k``) and ``pool`` (with ``eval.rerank``)."""
+    ``retrieved`` (the encoder-side input, with ``model.retrieval.k``), ``pool`` (with ``eval.rerank``)
+    and ``familiar`` (one flag a clip, with ``eval.rerank_candidates: gated``)."""
     r, names = cfg.model.retrieval, [str(rec["video_name"]) for rec in records]
     fields = {}
     if r.k:
         fields["retrieved"] = dict(zip(names, retriever.texts(records, r.k, r.exclude)))
     if cfg.eval.rerank:
         fields["pool"] = dict(zip(names, retriever.texts(records, cfg.eval.rerank_k, r.exclude)))
+        if cfg.eval.rerank_candidates == "gated":
+            fields["familiar"] = dict(zip(names, retriever.familiar(records, r.exclude)))
     return fields
 
 

@@ -66,6 +66,7 @@ class Collator:
             "references": [item["references"] for item in items],
             "motion_types": [item.get("motion_type") for item in items],
             "pools": [item.get("pool") for item in items],
+            "familiar": [item.get("familiar") for item in items],
             **self._retrieved([item.get("retrieved") for item in items]),
         }
 

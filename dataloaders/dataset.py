@@ -285,11 +285,13 @@ class MotionTextDataset(Dataset):
     def set_retrieved(self, texts: Mapping[str, Sequence[str]], field: str = "retrieved") -> None:
         """Give every item a ``field`` of retrieved training texts (see :mod:`dataloaders.retrieval`):
         ``"retrieved"`` (the encoder-side input) or ``"pool"`` (what candidates are reranked against), from
-        ``{video_name: texts}``, which must cover every clip."""
+        ``{video_name: texts}``, which must cover every clip; ``"familiar"`` takes one flag a clip
+        (:meth:`dataloaders.retrieval.Retriever.familiar`)."""
         missing = [c.video_name for c in self._clips if c.video_name not in texts]
         if missing:
             raise ValueError(f"retrieved texts missing for {len(missing)} clip(s), e.g. {missing[:3]}")
-        self.retrieved[field] = {c.video_name: list(texts[c.video_name]) for c in self._clips}
+        as_value = bool if field == "familiar" else list
+        self.retrieved[field] = {c.video_name: as_value(texts[c.video_name]) for c in self._clips}
 
     def clip_sample_indices(self) -> list[int]:
         """One sample index per clip (its first), in clip order: a clip-level pass over the data."""

@@ -17,6 +17,12 @@ What a clip may retrieve (``exclude``): never itself (``"self"``: leave-one-out,
 clip does not see its own caption in its input), and, in the new-learner protocol, no clip of its
 own learner (``"learner"``), as a test clip of an unseen learner cannot.
 
+Which clips are familiar (:meth:`Retriever.familiar`, for ``eval.rerank_candidates: gated``): those
+whose nearest allowed training clip is nearer than a threshold set on the training clips alone,
+the distance that best tells a clip's nearest other clip (its learner seen) from its nearest clip
+of another learner (its learner left out). On BX's training file the nearest other clip is of the
+same learner for 93% of clips, so a familiar clip is most likely of a learner the model has seen.
+
 The state (features, standardisation, labels, names, learners) is plain lists, stored in the
 checkpoint, so ``caption.py`` retrieves as training did without the training files.
 """
@@ -29,7 +35,7 @@ import numpy as np
 from configs.schema import RETRIEVAL_EXCLUDE
 from dataloaders.splits import learner_of
 
-__all__ = ["RETRIEVAL_EXCLUDE", "Retriever", "candidate_lists", "consensus_order", "consensus_scores", "rerank"]
+__all__ = ["RETRIEVAL_EXCLUDE", "Retriever", "candidate_lists", "consensus_order", "consensus_scores", "per_clip", "rerank"]
 
 
 
@@ -52,24 +58,25 @@ def consensus_order(texts: Sequence[str], df: Any) -> list[int]:
 
 
 def rerank(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]], df: Any, *,
-           retrieved: bool = False, log_probs: Sequence[Sequence[float]] | None = None,
+           retrieved: bool | Sequence[bool] = False, log_probs: Sequence[Sequence[float]] | None = None,
            weight: float = 0.0) -> list[str]:
     """For each clip, the candidate with the highest CIDEr-D against its pool of retrieved
     texts (CIDEr-D over several references is the mean over them); ties: the first candidate
     (the most probable beam).
 
-    ``retrieved``: the pool's own texts are candidates too, after the given ones, each scored
-    against the other pool texts (never against itself). ``log_probs`` / ``weight``: each
+    ``retrieved`` (one flag for all clips, or one per clip): the pool's own texts are candidates
+    too, after the given ones, each scored against the other pool texts (never against itself). ``log_probs`` / ``weight``: each
     candidate's score gains ``weight`` times its log-probability under the model;
     ``log_probs[i]`` lists clip i's candidates in order, the pool's texts last when ``retrieved``
     (:func:`candidate_lists`).
     """
-    lists = candidate_lists(candidates, pools, retrieved)
+    flags = per_clip(retrieved, len(pools))
+    lists = candidate_lists(candidates, pools, flags)
     chosen = []
     for i, (cands, pool) in enumerate(zip(lists, pools)):
         if not cands:
             raise ValueError(f"clip {i} of the batch has nothing to rerank: no candidates and an empty pool")
-        scores = consensus_scores(cands, pool, df, retrieved)  # (C,)
+        scores = consensus_scores(cands, pool, df, flags[i])  # (C,)
         if log_probs is not None and weight:
             scores = scores + weight * np.asarray(log_probs[i], dtype=np.float64)
         chosen.append(cands[int(np.argmax(scores))])
@@ -77,10 +84,21 @@ def rerank(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]], 
 
 
 def candidate_lists(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]],
-                    retrieved: bool) -> list[list[str]]:
-    """Each clip's candidates as :func:`rerank` scores them: the given ones, then (``retrieved``)
-    the texts of its pool."""
-    return [list(c) + (list(p) if retrieved else []) for c, p in zip(candidates, pools)]
+                    retrieved: bool | Sequence[bool]) -> list[list[str]]:
+    """Each clip's candidates as :func:`rerank` scores them: the given ones, then (``retrieved``,
+    one flag for all clips or one per clip) the texts of its pool."""
+    flags = per_clip(retrieved, len(pools))
+    return [list(c) + (list(p) if flag else []) for c, p, flag in zip(candidates, pools, flags)]
+
+
+def per_clip(flag: bool | Sequence[bool], n: int) -> list[bool]:
+    """``flag`` for each of ``n`` clips: one flag repeated, or a sequence of ``n`` checked."""
+    if isinstance(flag, (bool, np.bool_)):
+        return [bool(flag)] * n
+    flags = [bool(f) for f in flag]
+    if len(flags) != n:
+        raise ValueError(f"expected one retrieved flag per clip ({n}), found {len(flags)}")
+    return flags
 
 
 def consensus_scores(cands: Sequence[str], pool: Sequence[str], df: Any, retrieved: bool = False) -> np.ndarray:
@@ -100,6 +118,11 @@ def consensus_scores(cands: Sequence[str], pool: Sequence[str], df: Any, retriev
     return scores
 
 
+def _check_exclude(exclude: str) -> None:
+    if exclude not in ("none", *RETRIEVAL_EXCLUDE):
+        raise ValueError(f"exclude must be one of none, {', '.join(RETRIEVAL_EXCLUDE)}; got {exclude!r}")
+
+
 class Retriever:
     """Nearest training clips by z-scored motion statistics; see the module docstring."""
 
@@ -117,6 +140,7 @@ class Retriever:
         from core.cider import document_frequency
 
         self.df = document_frequency(self.labels)
+        self._familiar_threshold: float | None = None  # computed on first use (familiar_threshold)
 
     @classmethod
     def from_records(cls, records: Sequence[Mapping[str, Any]]) -> "Retriever":
@@ -135,13 +159,10 @@ class Retriever:
                    state["mean"], state["std"])
 
     # ----------------------------------------------------------------------------------------
-    def neighbours(self, records: Sequence[Mapping[str, Any]], k: int, exclude: str = "self") -> list[list[int]]:
-        """For each record, its ``k`` nearest allowed training clips (row indices), nearest first;
-        equal distances keep training order. ``exclude``: see :data:`RETRIEVAL_EXCLUDE`."""
-        if exclude not in ("none", *RETRIEVAL_EXCLUDE):
-            raise ValueError(f"exclude must be one of none, {', '.join(RETRIEVAL_EXCLUDE)}; got {exclude!r}")
-        if not records:
-            return []
+    def distances(self, records: Sequence[Mapping[str, Any]], exclude: str = "self") -> np.ndarray:
+        """(Q, N) distances from each record to each training clip in the z-scored space; a clip
+        the record may not retrieve (``exclude``, see :data:`RETRIEVAL_EXCLUDE`) is at infinity."""
+        _check_exclude(exclude)
         queries = (_features(records) - self.mean) / self.std  # (Q, F)
         distances = np.sqrt(((queries[:, None, :] - self.features[None, :, :]) ** 2).sum(axis=-1))  # (Q, N)
         names, learners = np.asarray(self.names, dtype=object), np.asarray(self.learners, dtype=object)
@@ -150,8 +171,48 @@ class Retriever:
                 distances[q, names == rec["video_name"]] = np.inf
             if exclude == "learner":
                 distances[q, learners == learner_of(rec)] = np.inf
+        return distances
+
+    def neighbours(self, records: Sequence[Mapping[str, Any]], k: int, exclude: str = "self") -> list[list[int]]:
+        """For each record, its ``k`` nearest allowed training clips (row indices), nearest first;
+        equal distances keep training order. ``exclude``: see :data:`RETRIEVAL_EXCLUDE`."""
+        _check_exclude(exclude)
+        if not records:
+            return []
+        distances = self.distances(records, exclude)  # (Q, N)
         order = np.argsort(distances, axis=1, kind="stable")[:, :k]
         return [[int(i) for i in row if np.isfinite(distances[q, i])] for q, row in enumerate(order)]
+
+    def familiar_threshold(self) -> float:
+        """The distance below which a clip's nearest training clip is taken to be of its own
+        learner, from the training clips alone (leave-one-out): the threshold that best separates
+        each clip's distance to its nearest other clip (its learner seen) from its distance to the
+        nearest clip of another learner (its learner left out), by balanced accuracy; the smallest
+        such distance on ties."""
+        if self._familiar_threshold is not None:
+            return self._familiar_threshold
+        learners = np.asarray(self.learners, dtype=object)
+        if len(set(self.learners)) < 2:
+            raise ValueError(f"eval.rerank_candidates=gated needs training clips of two or more learners; "
+                             f"the retriever holds {len(self.learners)} clip(s) of {len(set(self.learners))}")
+        d = np.sqrt(((self.features[:, None, :] - self.features[None, :, :]) ** 2).sum(axis=-1))  # (N, N)
+        np.fill_diagonal(d, np.inf)
+        seen = d.min(axis=1)  # (N,)
+        unseen = np.where(learners[:, None] != learners[None, :], d, np.inf).min(axis=1)  # (N,)
+        thresholds = np.unique(np.concatenate([seen, unseen]))  # (T,), ascending
+        accuracy = ((seen[None, :] <= thresholds[:, None]).mean(axis=1)
+                    + (unseen[None, :] > thresholds[:, None]).mean(axis=1)) / 2  # (T,)
+        self._familiar_threshold = float(thresholds[int(np.argmax(accuracy))])
+        return self._familiar_threshold
+
+    def familiar(self, records: Sequence[Mapping[str, Any]], exclude: str = "self") -> list[bool]:
+        """For each record, whether its nearest allowed training clip is within
+        :meth:`familiar_threshold` (its learner is taken to be among the training clips')."""
+        _check_exclude(exclude)
+        if not records:
+            return []
+        nearest = self.distances(records, exclude).min(axis=1)  # (Q,)
+        return [bool(d <= self.familiar_threshold()) for d in nearest]
 
     def texts(self, records: Sequence[Mapping[str, Any]], k: int, exclude: str = "self") -> list[list[str]]:
         """For each record, the labels of its ``k`` nearest allowed training clips, most central

@@ -101,29 +101,47 @@ def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, 
     nor the rank that captions it changes them; training's evaluation and ``caption.py`` agree.
 
     ``source`` (``eval.rerank_candidates``): ``"generated"`` (the above), ``"both"`` (the pool's
-    texts are candidates too, each scored against the others) or ``"retrieved"`` (the pool's texts
-    alone: nothing is generated, the model only scores). ``logprob_weight``
+    texts are candidates too, each scored against the others), ``"retrieved"`` (the pool's texts
+    alone: nothing is generated, the model only scores) or ``"gated"`` (``"retrieved"`` for the
+    clips the batch marks ``familiar``, whose nearest training clip is likely of their own learner,
+    ``"generated"`` for the others; see :meth:`dataloaders.retrieval.Retriever.familiar`). ``logprob_weight``
     (``eval.rerank_logprob``): each candidate's score gains that weight times the model's
     log-probability of it given the clip (:meth:`models.captioner.Captioner.text_log_probs`).
     The global random state is changed; callers that care fork it."""
     n = len(batch["video_names"])
+    retrieved = retrieved_flags(batch, source)  # (N,): which clips rerank their pool's texts alone or too
     groups: list[list[str]] = [[] for _ in range(n)]
     if source != "retrieved":
-        written = dict(batch)
+        written = dict(batch)  # every clip's beams, so that a clip's candidates do not depend on the gate
         texts = model.generate(written, num_beams=max(candidates, num_beams), num_return_sequences=candidates,
                                max_new_tokens=max_new_tokens)  # (N * candidates,), each clip's together
         for i, name in enumerate(batch["video_names"]):
+            if source == "gated" and retrieved[i]:
+                continue  # a familiar clip: its pool's texts alone
             groups[i] += texts[i * candidates:(i + 1) * candidates]
             if samples:
                 torch.manual_seed(clip_seed(seed, name))
                 groups[i] += model.generate(clip_slice(written, i), do_sample=True, top_k=0, temperature=temperature,
                                             num_return_sequences=samples, max_new_tokens=max_new_tokens)
-    retrieved = source != "generated"
     log_probs = None
     if logprob_weight:
         log_probs = model.text_log_probs(dict(batch), retrieval.candidate_lists(groups, batch["pools"], retrieved))
     return retrieval.rerank(groups, batch["pools"], model.retriever.df, retrieved=retrieved, log_probs=log_probs,
                   weight=logprob_weight)
+
+
+def retrieved_flags(batch: Mapping[str, Any], source: str) -> list[bool]:
+    """For each clip of the batch, whether its pool's texts are candidates under ``source``
+    (``eval.rerank_candidates``): all clips for ``both`` and ``retrieved``, none for ``generated``,
+    the batch's ``familiar`` clips for ``gated``."""
+    n = len(batch["video_names"])
+    if source != "gated":
+        return [source != "generated"] * n
+    familiar = batch.get("familiar")
+    if familiar is None or any(f is None for f in familiar):
+        raise UsageError("eval.rerank_candidates=gated needs each clip's familiar flag in the batch "
+                         "(set with the pools by dataloaders.build.retrieval_fields)")
+    return [bool(f) for f in familiar]
 
 
 def generation_kwargs(num_beams: int = 1, sample: bool = False, temperature: float | None = None,

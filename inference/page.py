@@ -150,6 +150,9 @@ class DemoRun:
         else:
             text = (f"{rerank} beam candidates" + (f" and {ev.rerank_samples} sampled ones" if ev.rerank_samples else "")
                     + (" and the nearest training clips' texts" if ev.rerank_candidates == "both" else ""))
+            if ev.rerank_candidates == "gated":
+                text = ("the nearest training clips' texts when the nearest clip is likely of the same learner, "
+                        "else " + text)
         return text + (f" (plus {ev.rerank_logprob:g} x the model's log-probability)" if ev.rerank_logprob else "")
 
     def rerank_of(self, decoding: Decoding) -> int:

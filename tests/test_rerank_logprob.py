@@ -86,7 +86,7 @@ def test_reranked_captions_score_every_candidate_under_the_model(retrieval_run, 
 
     monkeypatch.setattr(retrieval, "rerank", spy)
     reranked_captions(model, batch, candidates=2, samples=1, max_new_tokens=6, source="both", logprob_weight=0.5)
-    assert seen["retrieved"] is True and seen["weight"] == 0.5
+    assert seen["retrieved"] == [True, True] and seen["weight"] == 0.5  # one flag a clip
     for i, group in enumerate(seen["groups"]):
         assert len(group) == 3  # 2 beams + 1 sample; rerank adds the pool itself
         texts = group + list(batch["pools"][i])
@@ -137,7 +137,7 @@ def test_a_run_trained_with_them_captions_its_test_split_like_caption_py(tmp_pat
 
 @pytest.mark.parametrize("overrides, match", [
     (["eval.rerank=0", "eval.rerank_samples=0", "eval.rerank_candidates=both"], "eval.rerank_candidates: only used when reranking"),
-    (["eval.rerank=3", "eval.rerank_candidates=pool"], "eval.rerank_candidates: expected one of generated, both, retrieved"),
+    (["eval.rerank=3", "eval.rerank_candidates=pool"], "eval.rerank_candidates: expected one of generated, both, retrieved, gated"),
     (["eval.rerank=0", "eval.rerank_samples=0", "eval.rerank_logprob=0.1"], "eval.rerank_logprob: only used when reranking"),
     (["eval.rerank=3", "eval.rerank_logprob=-1"], "eval.rerank_logprob: expected a number >= 0"),
 ])
