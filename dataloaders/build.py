@@ -171,6 +171,9 @@ def retrieval_fields(cfg: Any, retriever: Any, records: list) -> dict[str, dict[
         fields["pool"] = dict(zip(names, retriever.texts(records, cfg.eval.rerank_k, r.exclude)))
         if cfg.eval.rerank_candidates == "gated":
             fields["familiar"] = dict(zip(names, retriever.familiar(records, r.exclude)))
+            log.info("gated decoding: %d of %d clips familiar (nearest training clip within %.3f), captioned "
+                     "from their retrieved texts", sum(fields["familiar"].values()), len(names),
+                     retriever.familiar_threshold())
     return fields
 
 
