@@ -246,11 +246,14 @@ NON_NEGATIVE = ("train.weight_decay", "train.warmup_ratio", "train.grad_clip", "
                 "eval.num_logged_pictures", "train.early_stop", "eval.rerank", "eval.rerank_samples", "eval.rerank_logprob", "model.retrieval.k", "train.scst.epochs",
                 "model.encoder.dropout", "model.projection.dropout")
 
-# Options that lost on validation and were removed (last in commit RETIRED_IN), with their old
+# Options that lost on validation and were removed (last in commit RETIRED_LAST[key], else RETIRED_IN), with their old
 # defaults: a config or checkpoint written before carries them at these values, which are dropped
 # silently; any other value describes a model that can no longer be built, and is refused.
 RETIRED_IN = "67d6cae"
-RETIRED = {"model.annotators": 0, "eval.annotators": [], "model.retrieval.copy": False, "model.retrieval.dropout": 0.0}
+RETIRED = {"model.annotators": 0, "eval.annotators": [], "model.retrieval.copy": False, "model.retrieval.dropout": 0.0,
+           "model.embedding": {"dim": 0, "temperature": 0.1, "weight": 1.0}, "eval.rerank_embedding": 0.0,
+           "eval.rerank_pool": "statistics"}
+RETIRED_LAST = {"model.embedding": "8261efd", "eval.rerank_embedding": "8261efd", "eval.rerank_pool": "8261efd"}
 
 # Keys added after runs were written, with what a saved config or checkpoint without them meant
 # (the behaviour of the code that wrote it); a config the user writes gets the defaults instead.
@@ -273,7 +276,7 @@ def _drop_key(node: dict, parts: list[str], key: str, default: Any) -> dict:
     if rest:
         return {**node, head: _drop_key(node[head], rest, key, default)}
     if not _at_old_default(node[head], default):
-        raise ConfigError(f"{key} was retired (last in commit {RETIRED_IN}); this config sets it to "
+        raise ConfigError(f"{key} was retired (last in commit {RETIRED_LAST.get(key, RETIRED_IN)}); this config sets it to "
                           f"{node[head]!r} (only its old default {default!r} is still accepted)")
     return {k: v for k, v in node.items() if k != head}
 

@@ -105,6 +105,8 @@ def as_written_before(cfg, **model_changes):
     old["model"]["annotators"] = 0
     old["model"].update(model_changes)
     old["eval"]["annotators"] = []
+    old["model"]["embedding"] = {"dim": 0, "temperature": 0.1, "weight": 1.0}  # retired in a later commit
+    old["eval"].update(rerank_embedding=0.0, rerank_pool="statistics")
     return old
 
 
@@ -124,15 +126,17 @@ def test_retired_keys_at_their_old_defaults_are_dropped_silently(tmp_path):
     assert "annotators" not in schema.to_dict(cfg)["model"] and "copy" not in schema.to_dict(cfg)["model"]["retrieval"]
 
 
-@pytest.mark.parametrize("override, shown", [
-    ("model.annotators=3", "3"), ("eval.annotators=[0]", "[0]"), ("model.retrieval.copy=true", "True"),
-    ("model.retrieval.dropout=0.25", "0.25"), ("model.retrieval.copy=0", "0"),
+@pytest.mark.parametrize("override, shown, commit", [
+    ("model.annotators=3", "3", "67d6cae"), ("eval.annotators=[0]", "[0]", "67d6cae"),
+    ("model.retrieval.copy=true", "True", "67d6cae"), ("model.retrieval.dropout=0.25", "0.25", "67d6cae"),
+    ("model.retrieval.copy=0", "0", "67d6cae"), ("eval.rerank_pool=embedding", "'embedding'", "8261efd"),
+    ("eval.rerank_embedding=1", "1", "8261efd"),
 ])
-def test_retired_keys_at_other_values_are_refused_by_name(tmp_path, override, shown):
+def test_retired_keys_at_other_values_are_refused_by_name(tmp_path, override, shown, commit):
     import yaml
 
     key, value = override.split("=")
-    message = f"{key} was retired (last in commit 67d6cae); this config sets it to {shown}"
+    message = f"{key} was retired (last in commit {commit}); this config sets it to {shown}"
     with pytest.raises(ConfigError, match=r"configs/boxing.yaml: " + message.replace("[", r"\[").replace("(", r"\(")
                        .replace(")", r"\)").replace(".", r"\.")):
         load_config("configs/boxing.yaml", [override])
