@@ -170,10 +170,11 @@ def retrieval_fields(cfg: Any, retriever: Any, records: list) -> dict[str, dict[
     if cfg.eval.rerank:
         fields["pool"] = dict(zip(names, retriever.texts(records, cfg.eval.rerank_k, r.exclude)))
         if cfg.eval.rerank_candidates == "gated":
-            fields["familiar"] = dict(zip(names, retriever.familiar(records, r.exclude)))
+            scale = cfg.eval.rerank_gate
+            fields["familiar"] = dict(zip(names, retriever.familiar(records, r.exclude, scale)))
             log.info("gated decoding: %d of %d clips familiar (nearest training clip within %.3f), captioned "
                      "from their retrieved texts", sum(fields["familiar"].values()), len(names),
-                     retriever.familiar_threshold())
+                     scale * retriever.familiar_threshold())
     return fields
 
 

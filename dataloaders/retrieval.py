@@ -205,14 +205,14 @@ class Retriever:
         self._familiar_threshold = float(thresholds[int(np.argmax(accuracy))])
         return self._familiar_threshold
 
-    def familiar(self, records: Sequence[Mapping[str, Any]], exclude: str = "self") -> list[bool]:
-        """For each record, whether its nearest allowed training clip is within
+    def familiar(self, records: Sequence[Mapping[str, Any]], exclude: str = "self", scale: float = 1.0) -> list[bool]:
+        """For each record, whether its nearest allowed training clip is within ``scale`` times
         :meth:`familiar_threshold` (its learner is taken to be among the training clips')."""
         _check_exclude(exclude)
         if not records:
             return []
         nearest = self.distances(records, exclude).min(axis=1)  # (Q,)
-        return [bool(d <= self.familiar_threshold()) for d in nearest]
+        return [bool(d <= scale * self.familiar_threshold()) for d in nearest]
 
     def texts(self, records: Sequence[Mapping[str, Any]], k: int, exclude: str = "self") -> list[list[str]]:
         """For each record, the labels of its ``k`` nearest allowed training clips, most central

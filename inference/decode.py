@@ -106,7 +106,8 @@ def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, 
     clips the batch marks ``familiar``, whose nearest training clip is likely of their own learner,
     ``"generated"`` for the others; see :meth:`dataloaders.retrieval.Retriever.familiar`). ``logprob_weight``
     (``eval.rerank_logprob``): each candidate's score gains that weight times the model's
-    log-probability of it given the clip (:meth:`models.captioner.Captioner.text_log_probs`).
+    log-probability of it given the clip (:meth:`models.captioner.Captioner.text_log_probs`); under
+    ``"gated"`` only the familiar clips' retrieved texts are so scored.
     The global random state is changed; callers that care fork it."""
     n = len(batch["video_names"])
     retrieved = retrieved_flags(batch, source)  # (N,): which clips rerank their pool's texts alone or too
@@ -125,7 +126,12 @@ def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, 
                                             num_return_sequences=samples, max_new_tokens=max_new_tokens)
     log_probs = None
     if logprob_weight:
-        log_probs = model.text_log_probs(dict(batch), retrieval.candidate_lists(groups, batch["pools"], retrieved))
+        lists = retrieval.candidate_lists(groups, batch["pools"], retrieved)
+        if source == "gated":  # the weight scores familiar clips' retrieved texts; the others decode as generated
+            scored = model.text_log_probs(dict(batch), [c if f else [] for c, f in zip(lists, retrieved)])
+            log_probs = [s if f else np.zeros(len(c)) for s, c, f in zip(scored, lists, retrieved)]
+        else:
+            log_probs = model.text_log_probs(dict(batch), lists)
     return retrieval.rerank(groups, batch["pools"], model.retriever.df, retrieved=retrieved, log_probs=log_probs,
                   weight=logprob_weight)
 

@@ -72,6 +72,10 @@ def test_familiar_flags_equal_a_naive_nearest_distance(exclude):
     assert retriever.familiar(queries, exclude) == expected
     if exclude != "learner":
         assert expected[0] and not expected[1]  # a copy of a training clip, and a clip far from every one
+    for scale in (0.5, 2.0):
+        nearest = retriever.distances(queries, exclude).min(axis=1)
+        assert retriever.familiar(queries, exclude, scale) == \
+            [bool(d <= scale * retriever.familiar_threshold()) for d in nearest]
 
 
 def test_familiar_on_bx_tells_seen_learners_from_held_out_ones(bx_dir):
@@ -110,15 +114,22 @@ def test_each_clip_is_captioned_as_its_branch_would_caption_it(retrieval_run):
 
     model, _, _, batch = run_test_batch(retrieval_run, 3)
     model.eval()
-    kw = dict(candidates=3, samples=2, max_new_tokens=8, seed=1, logprob_weight=0.1)
-    generated = reranked_captions(model, batch, source="generated", **kw)
-    retrieved = reranked_captions(model, batch, source="retrieved", **kw)
+    kw = dict(candidates=3, samples=2, max_new_tokens=8, seed=1)
+    generated = reranked_captions(model, batch, source="generated", **kw)  # the weight scores retrieved texts only
+    retrieved = reranked_captions(model, batch, source="retrieved", logprob_weight=0.1, **kw)
     assert generated != retrieved  # the two branches differ here, so the check below can fail
     for flags in ([True, False, True], [False, True, False]):
-        got = reranked_captions(model, {**batch, "familiar": flags}, source="gated", **kw)
+        got = reranked_captions(model, {**batch, "familiar": flags}, source="gated", logprob_weight=0.1, **kw)
         assert got == [r if f else g for f, r, g in zip(flags, retrieved, generated)]
     with pytest.raises(UsageError, match="familiar flag"):
         reranked_captions(model, {**batch, "familiar": [None] * 3}, source="gated", **kw)
+    # a weight big enough to change some generated pick, were it applied to the generated candidates
+    heavy = reranked_captions(model, batch, source="generated", logprob_weight=100.0, **kw)
+    flags = [False, False, False]
+    assert reranked_captions(model, {**batch, "familiar": flags}, source="gated", logprob_weight=100.0, **kw) == \
+        generated
+    if heavy == generated:
+        pytest.skip("no generated pick changes with the weight here: the last check could not fail")
 
 
 def test_a_gated_run_of_seed_1_captions_like_caption_py_and_the_page(tmp_path, capsys):
@@ -139,7 +150,7 @@ def test_a_gated_run_of_seed_1_captions_like_caption_py_and_the_page(tmp_path, c
     trainer.main(tiny(tmp_path, "gated", "seed=1", "data.kind=pickle", f"data.root={data}",
                       "data.standard=standard.pkl", "train.lr=1e-2", "train.epochs=2", "eval.every=2",
                       "model.retrieval.k=2", "eval.rerank=2", "eval.rerank_samples=2", "eval.max_new_tokens=8",
-                      "eval.rerank_candidates=gated"))
+                      "eval.rerank_candidates=gated", "eval.rerank_logprob=0.05"))
     run = tmp_path / "gated"
     written = json.loads((run / "predictions" / "test_best.json").read_text())
     assert caption.main(["--run", str(run), str(data / "test.pkl"), "--standard", str(data / "standard.pkl"),
@@ -169,3 +180,7 @@ def test_config_takes_gated_only_when_reranking():
     assert cfg.eval.rerank_candidates == "gated"
     with pytest.raises(ConfigError, match="eval.rerank_candidates: only used when reranking"):
         load_config("configs/boxing.yaml", ["eval.rerank=0", "eval.rerank_samples=0", "eval.rerank_candidates=gated"])
+    assert load_config("configs/boxing.yaml", ["eval.rerank_candidates=gated", "eval.rerank_gate=0.7"]).eval.rerank_gate == 0.7
+    for overrides in (["eval.rerank_gate=0.7"], ["eval.rerank_candidates=gated", "eval.rerank_gate=0"]):
+        with pytest.raises(ConfigError, match="eval.rerank_gate: expected a number > 0, used with eval.rerank_candidates=gated"):
+            load_config("configs/boxing.yaml", overrides)
