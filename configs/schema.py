@@ -199,7 +199,7 @@ class EvalConfig:
     rerank_temperature: float = 1.0  # softmax temperature of those samples
     rerank_candidates: str = "generated"  # generated | both (+ the retrieved training texts) | retrieved (those alone) | gated (retrieved for clips whose nearest training clip is likely their own learner's, else generated)
     rerank_logprob: float = 0.0  # weight of the model's log-probability of a candidate (nats) in its score (gated: familiar clips' retrieved texts only)
-    rerank_gate: float = 1.0  # gated: a clip is familiar when its nearest training clip is within this times the leave-one-out threshold
+    rerank_gate: float = 1.0  # gated only: a clip is familiar when its nearest training clip is within this times the leave-one-out threshold
     log_test: bool = False  # also score the test split at each evaluation (logged, never used to choose)
     use_java: Optional[bool] = None  # null: use Java when found (PTB tokenizer, METEOR)
     num_logged_samples: int = 4  # captions beside a reference in train.log and TensorBoard at each evaluation
@@ -370,10 +370,9 @@ def validate(cfg: Config) -> Config:
     if cfg.eval.rerank_samples and not cfg.eval.rerank:
         raise ConfigError(f"eval.rerank_samples: sampled candidates are only used when reranking; set eval.rerank "
                           f"> 0 (found eval.rerank=0, eval.rerank_samples={cfg.eval.rerank_samples})")
-    if cfg.eval.rerank_gate <= 0 or (cfg.eval.rerank_gate != 1.0 and cfg.eval.rerank_candidates != "gated"):
-        raise ConfigError(f"eval.rerank_gate: expected a number > 0, used with eval.rerank_candidates=gated "
-                          f"(found eval.rerank_gate={cfg.eval.rerank_gate!r}, "
-                          f"eval.rerank_candidates={cfg.eval.rerank_candidates!r})")
+    if cfg.eval.rerank_gate <= 0:
+        raise ConfigError(f"eval.rerank_gate: expected a number > 0 (the familiar threshold's scale), "
+                          f"found {cfg.eval.rerank_gate!r}")
     for key, value in (("eval.rerank_candidates", cfg.eval.rerank_candidates != "generated" and cfg.eval.rerank_candidates),
                        ("eval.rerank_logprob", cfg.eval.rerank_logprob)):
         if value and not cfg.eval.rerank:

@@ -138,7 +138,8 @@ def test_a_run_trained_with_them_captions_its_test_split_like_caption_py(tmp_pat
 @pytest.mark.parametrize("overrides, match", [
     (["eval.rerank=0", "eval.rerank_samples=0", "eval.rerank_candidates=both"], "eval.rerank_candidates: only used when reranking"),
     (["eval.rerank=3", "eval.rerank_candidates=pool"], "eval.rerank_candidates: expected one of generated, both, retrieved, gated"),
-    (["eval.rerank=0", "eval.rerank_samples=0", "eval.rerank_logprob=0.1"], "eval.rerank_logprob: only used when reranking"),
+    (["eval.rerank=0", "eval.rerank_samples=0", "eval.rerank_candidates=generated", "eval.rerank_logprob=0.1"],
+     "eval.rerank_logprob: only used when reranking"),
     (["eval.rerank=3", "eval.rerank_logprob=-1"], "eval.rerank_logprob: expected a number >= 0"),
 ])
 def test_config_refuses_them_where_they_mean_nothing(overrides, match):
