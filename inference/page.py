@@ -142,18 +142,18 @@ class DemoRun:
 
     def candidates_text(self, rerank: int) -> str:
         """"5 beam candidates" (and "and 10 sampled ones" with ``eval.rerank_samples``; the retrieved
-        texts with ``eval.rerank_candidates``; "scored with the model's log-probability" with
-        ``eval.rerank_logprob``)."""
+        texts with ``eval.rerank_candidates``, for familiar clips only when ``gated``; "plus ... the
+        model's log-probability" with ``eval.rerank_logprob``)."""
         ev = self.cfg.eval
+        plus = f" (plus {ev.rerank_logprob:g} x the model's log-probability)" if ev.rerank_logprob else ""
         if ev.rerank_candidates == "retrieved":
-            text = "the nearest training clips' texts"
-        else:
-            text = (f"{rerank} beam candidates" + (f" and {ev.rerank_samples} sampled ones" if ev.rerank_samples else "")
-                    + (" and the nearest training clips' texts" if ev.rerank_candidates == "both" else ""))
-            if ev.rerank_candidates == "gated":
-                text = ("the nearest training clips' texts when the nearest clip is likely of the same learner, "
-                        "else " + text)
-        return text + (f" (plus {ev.rerank_logprob:g} x the model's log-probability)" if ev.rerank_logprob else "")
+            return "the nearest training clips' texts" + plus
+        text = (f"{rerank} beam candidates" + (f" and {ev.rerank_samples} sampled ones" if ev.rerank_samples else "")
+                + (" and the nearest training clips' texts" if ev.rerank_candidates == "both" else ""))
+        if ev.rerank_candidates == "gated":  # the log-probability scores the familiar clips' texts only
+            return (f"the nearest training clips' texts{plus} when the nearest clip is likely of the same learner, "
+                    f"else {text}")
+        return text + plus
 
     def rerank_of(self, decoding: Decoding) -> int:
         """The reranking ``caption.py`` applies with these options: theirs, else the run's ``eval.rerank``."""

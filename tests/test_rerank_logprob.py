@@ -161,6 +161,9 @@ def test_the_web_page_says_what_was_reranked():
     assert said(rerank_candidates="both") == "5 beam candidates and 10 sampled ones and the nearest training clips' texts"
     assert said(rerank_candidates="retrieved", rerank_logprob=0.005) == \
         "the nearest training clips' texts (plus 0.005 x the model's log-probability)"
+    assert said(rerank_candidates="gated", rerank_logprob=0.005) == \
+        ("the nearest training clips' texts (plus 0.005 x the model's log-probability) when the nearest clip is "
+         "likely of the same learner, else 5 beam candidates and 10 sampled ones")
 
 
 def test_retrieved_only_without_the_model_is_the_consensus_retrieval_baseline(bx_dir):
