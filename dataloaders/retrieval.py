@@ -65,8 +65,8 @@ def rerank(candidates: Sequence[Sequence[str]], pools: Sequence[Sequence[str]], 
     (the most probable beam).
 
     ``retrieved`` (one flag for all clips, or one per clip): the pool's own texts are candidates
-    too, after the given ones, each scored against the other pool texts (never against itself). ``log_probs`` / ``weight``: each
-    candidate's score gains ``weight`` times its log-probability under the model;
+    too, after the given ones, each scored against the other pool texts (never against itself).
+    ``log_probs`` / ``weight``: each candidate's score gains ``weight`` times its log-probability;
     ``log_probs[i]`` lists clip i's candidates in order, the pool's texts last when ``retrieved``
     (:func:`candidate_lists`).
     """
@@ -116,6 +116,9 @@ def consensus_scores(cands: Sequence[str], pool: Sequence[str], df: Any, retriev
             return np.concatenate([scores, np.zeros(1)])
         scores = np.concatenate([scores, np.diag(cider_d_matrix(pool, others, df))])  # (C,)
     return scores
+
+
+FAMILIAR_BLOCK = 20_000_000  # numbers held at once while the familiar threshold is computed
 
 
 def _check_exclude(exclude: str) -> None:
@@ -191,19 +194,33 @@ class Retriever:
         such distance on ties."""
         if self._familiar_threshold is not None:
             return self._familiar_threshold
-        learners = np.asarray(self.learners, dtype=object)
         if len(set(self.learners)) < 2:
             raise ValueError(f"eval.rerank_candidates=gated needs training clips of two or more learners; "
                              f"the retriever holds {len(self.learners)} clip(s) of {len(set(self.learners))}")
-        d = np.sqrt(((self.features[:, None, :] - self.features[None, :, :]) ** 2).sum(axis=-1))  # (N, N)
-        np.fill_diagonal(d, np.inf)
-        seen = d.min(axis=1)  # (N,)
-        unseen = np.where(learners[:, None] != learners[None, :], d, np.inf).min(axis=1)  # (N,)
+        seen, unseen = self._nearest_distances()  # (N,), (N,)
         thresholds = np.unique(np.concatenate([seen, unseen]))  # (T,), ascending
-        accuracy = ((seen[None, :] <= thresholds[:, None]).mean(axis=1)
-                    + (unseen[None, :] > thresholds[:, None]).mean(axis=1)) / 2  # (T,)
-        self._familiar_threshold = float(thresholds[int(np.argmax(accuracy))])
+        n = len(seen)
+        seen_below = np.searchsorted(np.sort(seen), thresholds, side="right") / n  # (T,): share <= t
+        unseen_above = 1.0 - np.searchsorted(np.sort(unseen), thresholds, side="right") / n  # (T,): share > t
+        self._familiar_threshold = float(thresholds[int(np.argmax((seen_below + unseen_above) / 2))])
         return self._familiar_threshold
+
+    def _nearest_distances(self) -> tuple[np.ndarray, np.ndarray]:
+        """For each training clip, the distance to its nearest other clip and to the nearest clip
+        of another learner, ``(N,)`` each; rows a block at a time, so memory stays near
+        ``FAMILIAR_BLOCK`` numbers whatever the number of clips."""
+        n, width = self.features.shape
+        learners = np.asarray(self.learners, dtype=object)
+        seen, unseen = np.empty(n), np.empty(n)
+        rows = max(1, FAMILIAR_BLOCK // max(1, n * width))
+        for start in range(0, n, rows):
+            block = self.features[start:start + rows]  # (B, F)
+            d = np.sqrt(((block[:, None, :] - self.features[None, :, :]) ** 2).sum(axis=-1))  # (B, N)
+            d[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
+            seen[start:start + rows] = d.min(axis=1)
+            other = learners[start:start + rows, None] != learners[None, :]  # (B, N)
+            unseen[start:start + rows] = np.where(other, d, np.inf).min(axis=1)
+        return seen, unseen
 
     def familiar(self, records: Sequence[Mapping[str, Any]], exclude: str = "self", scale: float = 1.0) -> list[bool]:
         """For each record, whether its nearest allowed training clip is within ``scale`` times

@@ -44,13 +44,15 @@ def test_threshold_by_hand_on_two_learners_far_apart():
     assert naive_threshold(features, ["a", "a", "b", "b"]) == pytest.approx(2.0)
 
 
-def test_threshold_equals_a_naive_loop_on_toy_and_bx_clips(bx_dir_or_none):
+def test_threshold_equals_a_naive_loop_on_toy_and_bx_clips(bx_dir_or_none, monkeypatch):
+    import dataloaders.retrieval as retrieval
     from dataloaders.records import load_records
 
     records = toy_records() if bx_dir_or_none is None else load_records(bx_dir_or_none / "BX_train.pkl")
-    retriever = Retriever.from_records(records)
-    expected = naive_threshold(retriever.features, [learner_of(r) for r in records])
-    assert retriever.familiar_threshold() == pytest.approx(expected, rel=1e-12)
+    expected = naive_threshold(Retriever.from_records(records).features, [learner_of(r) for r in records])
+    assert Retriever.from_records(records).familiar_threshold() == pytest.approx(expected, rel=1e-12)
+    monkeypatch.setattr(retrieval, "FAMILIAR_BLOCK", 1)  # one row a block: the same threshold
+    assert Retriever.from_records(records).familiar_threshold() == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("exclude", ["none", "self", "learner"])
