@@ -18,12 +18,13 @@ clip does not see its own caption in its input), and, in the new-learner protoco
 own learner (``"learner"``), as a test clip of an unseen learner cannot.
 
 Which clips are familiar (:meth:`Retriever.familiar`, for ``eval.rerank_candidates: gated``): those
-whose nearest allowed training clip is nearer than a threshold set on the training clips alone,
-the distance that best tells a clip's nearest other clip (its learner seen) from its nearest clip
-of another learner (its learner left out). On BX's training file the nearest other clip is of the
-same learner for 93% of clips, so a familiar clip is most likely of a learner the model has seen.
+whose nearest allowed training clip, in the motion statistics and the mean bone lengths together
+(:meth:`Retriever.gate_features`), is nearer than a threshold set on the training clips alone: the
+distance that best tells a clip's nearest other clip (its learner seen) from its nearest clip of
+another learner (its learner left out). On BX's training file that distance tells the two apart
+with an AUC of 0.955, so a familiar clip is most likely of a learner the model has seen.
 
-The state (features, standardisation, labels, names, learners) is plain lists, stored in the
+The state (features, standardisation, labels, names, learners, bone lengths) is plain lists, stored in the
 checkpoint, so ``caption.py`` retrieves as training did without the training files.
 """
 from __future__ import annotations
@@ -43,6 +44,20 @@ def _features(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
     from core.motion_stats import feature_matrix, motion_features
 
     return feature_matrix(records, motion_features)  # (N, 132)
+
+
+def _bone_lengths(records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    from core.motion_stats import feature_matrix
+    from dataloaders.skeleton import bone_lengths
+
+    return feature_matrix(records, bone_lengths)  # (N, 21)
+
+
+def _zscore(train: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``x`` standardised with the mean and standard deviation of ``train`` (a constant column
+    is only centred)."""
+    spread = train.std(axis=0)
+    return (x - train.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
 
 
 def consensus_order(texts: Sequence[str], df: Any) -> list[int]:
@@ -130,7 +145,8 @@ class Retriever:
     """Nearest training clips by z-scored motion statistics; see the module docstring."""
 
     def __init__(self, features: np.ndarray, labels: Sequence[Sequence[str]], names: Sequence[str],
-                 learners: Sequence[str], mean: np.ndarray | None = None, std: np.ndarray | None = None):
+                 learners: Sequence[str], mean: np.ndarray | None = None, std: np.ndarray | None = None,
+                 bones: np.ndarray | None = None):
         features = np.asarray(features, dtype=np.float64)  # (N, F), raw statistics
         self.mean = features.mean(axis=0) if mean is None else np.asarray(mean, dtype=np.float64)
         spread = features.std(axis=0) if std is None else np.asarray(std, dtype=np.float64)
@@ -140,6 +156,7 @@ class Retriever:
         self.labels = [list(t) for t in labels]
         self.names = list(names)
         self.learners = list(learners)
+        self.bones = None if bones is None else np.asarray(bones, dtype=np.float64)  # (N, 21) or None
         from core.cider import document_frequency
 
         self.df = document_frequency(self.labels)
@@ -150,24 +167,33 @@ class Retriever:
         if not records:
             raise ValueError("retrieval needs at least one training clip")
         return cls(_features(records), [rec["labels"] for rec in records],
-                   [rec["video_name"] for rec in records], [learner_of(rec) for rec in records])
+                   [rec["video_name"] for rec in records], [learner_of(rec) for rec in records],
+                   bones=_bone_lengths(records))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"features": self.raw.tolist(), "labels": self.labels, "names": self.names,
-                "learners": self.learners, "mean": self.mean.tolist(), "std": self.std.tolist()}
+        state = {"features": self.raw.tolist(), "labels": self.labels, "names": self.names,
+                 "learners": self.learners, "mean": self.mean.tolist(), "std": self.std.tolist()}
+        return state if self.bones is None else {**state, "bones": self.bones.tolist()}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> "Retriever":
+        bones = state.get("bones")  # absent from checkpoints written before the gate used them
         return cls(np.asarray(state["features"]), state["labels"], state["names"], state["learners"],
-                   state["mean"], state["std"])
+                   state["mean"], state["std"], None if bones is None else np.asarray(bones))
 
     # ----------------------------------------------------------------------------------------
-    def distances(self, records: Sequence[Mapping[str, Any]], exclude: str = "self") -> np.ndarray:
-        """(Q, N) distances from each record to each training clip in the z-scored space; a clip
-        the record may not retrieve (``exclude``, see :data:`RETRIEVAL_EXCLUDE`) is at infinity."""
+    def distances(self, records: Sequence[Mapping[str, Any]], exclude: str = "self",
+                  space: str = "motion") -> np.ndarray:
+        """(Q, N) distances from each record to each training clip, in the z-scored motion
+        statistics (``space="motion"``, retrieval's) or the gate's space (``"gate"``, see
+        :meth:`gate_features`); a clip the record may not retrieve (``exclude``, see
+        :data:`RETRIEVAL_EXCLUDE`) is at infinity."""
         _check_exclude(exclude)
-        queries = (_features(records) - self.mean) / self.std  # (Q, F)
-        distances = np.sqrt(((queries[:, None, :] - self.features[None, :, :]) ** 2).sum(axis=-1))  # (Q, N)
+        if space == "motion":
+            queries, train = (_features(records) - self.mean) / self.std, self.features  # (Q, F), (N, F)
+        else:
+            queries, train = self.gate_features(records), self.gate_features()  # (Q, G), (N, G)
+        distances = np.sqrt(((queries[:, None, :] - train[None, :, :]) ** 2).sum(axis=-1))  # (Q, N)
         names, learners = np.asarray(self.names, dtype=object), np.asarray(self.learners, dtype=object)
         for q, rec in enumerate(records):
             if exclude in ("self", "learner"):
@@ -186,8 +212,24 @@ class Retriever:
         order = np.argsort(distances, axis=1, kind="stable")[:, :k]
         return [[int(i) for i in row if np.isfinite(distances[q, i])] for q, row in enumerate(order)]
 
+    def gate_features(self, records: Sequence[Mapping[str, Any]] | None = None) -> np.ndarray:
+        """The gate's space, ``(Q, 132 + 21)`` (the training clips' without ``records``): the
+        z-scored motion statistics beside the mean bone lengths z-scored with the training clips'
+        statistics and scaled by sqrt(132 / 21), so the two blocks weigh the same. A learner shows
+        in both: how they move and how they are built."""
+        if self.bones is None:
+            raise ValueError("eval.rerank_candidates=gated needs the training clips' bone lengths, which this "
+                             "run's retrieval state predates; caption with a run trained since, or with "
+                             "eval.rerank_candidates=generated")
+        if records is None:
+            motion, bones = self.features, self.bones  # (N, 132), (N, 21)
+        else:
+            motion, bones = (_features(records) - self.mean) / self.std, _bone_lengths(records)
+        weight = np.sqrt(self.features.shape[1] / self.bones.shape[1])
+        return np.concatenate([motion, weight * _zscore(self.bones, bones)], axis=1)
+
     def familiar_threshold(self) -> float:
-        """The distance below which a clip's nearest training clip is taken to be of its own
+        """The gate distance below which a clip's nearest training clip is taken to be of its own
         learner, from the training clips alone (leave-one-out): the threshold that best separates
         each clip's distance to its nearest other clip (its learner seen) from its distance to the
         nearest clip of another learner (its learner left out), by balanced accuracy; the smallest
@@ -199,23 +241,24 @@ class Retriever:
                              f"the retriever holds {len(self.learners)} clip(s) of {len(set(self.learners))}")
         seen, unseen = self._nearest_distances()  # (N,), (N,)
         thresholds = np.unique(np.concatenate([seen, unseen]))  # (T,), ascending
-        n = len(seen)
-        seen_below = np.searchsorted(np.sort(seen), thresholds, side="right") / n  # (T,): share <= t
-        unseen_above = 1.0 - np.searchsorted(np.sort(unseen), thresholds, side="right") / n  # (T,): share > t
-        self._familiar_threshold = float(thresholds[int(np.argmax((seen_below + unseen_above) / 2))])
+        seen_below = np.searchsorted(np.sort(seen), thresholds, side="right")  # (T,): clips with seen <= t
+        unseen_above = len(unseen) - np.searchsorted(np.sort(unseen), thresholds, side="right")  # unseen > t
+        # both shares have N clips, so balanced accuracy is their count sum over 2N: exact, in integers
+        self._familiar_threshold = float(thresholds[int(np.argmax(seen_below + unseen_above))])
         return self._familiar_threshold
 
     def _nearest_distances(self) -> tuple[np.ndarray, np.ndarray]:
         """For each training clip, the distance to its nearest other clip and to the nearest clip
         of another learner, ``(N,)`` each; rows a block at a time, so memory stays near
         ``FAMILIAR_BLOCK`` numbers whatever the number of clips."""
-        n, width = self.features.shape
+        space = self.gate_features()  # (N, G)
+        n, width = space.shape
         learners = np.asarray(self.learners, dtype=object)
         seen, unseen = np.empty(n), np.empty(n)
         rows = max(1, FAMILIAR_BLOCK // max(1, n * width))
         for start in range(0, n, rows):
-            block = self.features[start:start + rows]  # (B, F)
-            d = np.sqrt(((block[:, None, :] - self.features[None, :, :]) ** 2).sum(axis=-1))  # (B, N)
+            block = space[start:start + rows]  # (B, G)
+            d = np.sqrt(((block[:, None, :] - space[None, :, :]) ** 2).sum(axis=-1))  # (B, N)
             d[np.arange(len(block)), np.arange(start, start + len(block))] = np.inf
             seen[start:start + rows] = d.min(axis=1)
             other = learners[start:start + rows, None] != learners[None, :]  # (B, N)
@@ -223,12 +266,13 @@ class Retriever:
         return seen, unseen
 
     def familiar(self, records: Sequence[Mapping[str, Any]], exclude: str = "self", scale: float = 1.0) -> list[bool]:
-        """For each record, whether its nearest allowed training clip is within ``scale`` times
-        :meth:`familiar_threshold` (its learner is taken to be among the training clips')."""
+        """For each record, whether its nearest allowed training clip in the gate's space is within
+        ``scale`` times :meth:`familiar_threshold` (its learner is taken to be among the training
+        clips')."""
         _check_exclude(exclude)
         if not records:
             return []
-        nearest = self.distances(records, exclude).min(axis=1)  # (Q,)
+        nearest = self.distances(records, exclude, space="gate").min(axis=1)  # (Q,)
         return [bool(d <= scale * self.familiar_threshold()) for d in nearest]
 
     def texts(self, records: Sequence[Mapping[str, Any]], k: int, exclude: str = "self") -> list[list[str]]:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-__all__ = ["SMPL22_JOINT_NAMES", "SMPL22_PARENTS", "NUM_JOINTS", "ROOT", "bones"]
+import numpy as np
+
+__all__ = ["SMPL22_JOINT_NAMES", "SMPL22_PARENTS", "NUM_JOINTS", "ROOT", "bones", "bone_lengths"]
 
 SMPL22_JOINT_NAMES: tuple[str, ...] = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee", "spine2",
@@ -33,3 +35,12 @@ def bones(joints: Joints) -> Joints:
     Works on numpy arrays and torch tensors alike (the joint axis is the second to last).
     """
     return joints - joints[..., _BONE_BASE, :]  # (..., V, 3) - (..., V, 3) gathered at the parents
+
+
+def bone_lengths(coordinates: np.ndarray) -> np.ndarray:
+    """Mean over frames of each bone's length ``|joint - parent|`` (the root has none):
+    ``[T, 22, 3] -> [21]``. Who a learner is shows in these (the bone-length probe baseline, and
+    the gate of :meth:`dataloaders.retrieval.Retriever.familiar`)."""
+    joints = [j for j, p in enumerate(SMPL22_PARENTS) if p >= 0]
+    parents = [SMPL22_PARENTS[j] for j in joints]
+    return np.linalg.norm(coordinates[:, joints] - coordinates[:, parents], axis=-1).mean(axis=0)

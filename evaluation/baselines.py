@@ -37,7 +37,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from core.motion_stats import feature_matrix, motion_features
-from dataloaders.skeleton import SMPL22_PARENTS
+from dataloaders.skeleton import bone_lengths as bone_length_features  # [T, 22, 3] -> [21]
 from evaluation.metrics import (CaptionInputError, JavaNotFoundError, MetricSkippedWarning, java_available,
                                 resolve_use_java, score_captions)
 from evaluation.quality import (cider_d_matrix, distinct, document_frequency, held_out_reference, normalize_text,
@@ -91,13 +91,6 @@ def training_texts(records: Sequence[Mapping[str, Any]], *, include_augmented: b
 # ------------------------------------------------------------------------------------------
 # Features and neighbours
 # ------------------------------------------------------------------------------------------
-def bone_length_features(coordinates: np.ndarray) -> np.ndarray:
-    """Mean over frames of each bone's length ``|joint - parent|`` on the SMPL-22 tree: ``[21]``."""
-    joints = [j for j, p in enumerate(SMPL22_PARENTS) if p >= 0]
-    parents = [SMPL22_PARENTS[j] for j in joints]
-    return np.linalg.norm(coordinates[:, joints] - coordinates[:, parents], axis=-1).mean(axis=0)
-
-
 def nearest_order(train: np.ndarray, queries: np.ndarray, k: int | None = None,
                   exclude: Sequence[int] | None = None) -> np.ndarray:
     """The ``k`` (default: all) nearest training rows for each query by Euclidean distance,

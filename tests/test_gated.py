@@ -1,5 +1,6 @@
-"""Gated decoding (eval.rerank_candidates: gated): the familiar threshold against a naive loop and
-a hand-made case, the familiar flags against a naive nearest-distance search (on BX when present),
+"""Gated decoding (eval.rerank_candidates: gated): the gate's space (motion statistics and bone
+lengths) and the familiar threshold against naive loops and a hand-made case, the familiar flags
+against a naive nearest-distance search (on BX when present), an old retrieval state's refusal,
 each clip captioned as the retrieved-only or the generated decoding would caption it, a trained
 run of seed 1 whose test captions caption.py and the web page reproduce, and the config's word."""
 from __future__ import annotations
@@ -15,6 +16,30 @@ from dataloaders.splits import learner_of
 from tests.test_retrieval import naive_features, record, run_test_batch, toy_records
 
 
+def naive_bones(rec) -> np.ndarray:
+    """Mean over frames of each non-root bone's length, one joint and frame at a time."""
+    from dataloaders.skeleton import SMPL22_PARENTS
+
+    joints = np.asarray(rec["coordinates"], dtype=np.float64).reshape(-1, 22, 3)
+    return np.array([np.mean([np.sqrt(sum((joints[t, j, c] - joints[t, p, c]) ** 2 for c in range(3)))
+                              for t in range(len(joints))])
+                     for j, p in enumerate(SMPL22_PARENTS) if p >= 0])
+
+
+def naive_gate_space(train, queries):
+    """(train rows, query rows) of the gate's space by hand: each block z-scored with the training
+    clips' mean and population std, the 21 bone columns scaled by sqrt(132 / 21)."""
+    def z(rows, mean, std):
+        return [(r - mean) / np.where(std > 0, std, 1.0) for r in rows]
+    motion = [naive_features(r) for r in train]
+    bones = [naive_bones(r) for r in train]
+    m_mean, m_std, b_mean, b_std = np.mean(motion, 0), np.std(motion, 0), np.mean(bones, 0), np.std(bones, 0)
+    w = np.sqrt(132 / 21)
+    space = lambda recs: [np.concatenate([mz, w * bz]) for mz, bz in zip(  # noqa: E731
+        z([naive_features(r) for r in recs], m_mean, m_std), z([naive_bones(r) for r in recs], b_mean, b_std))]
+    return np.array(space(train)), np.array(space(queries))
+
+
 def naive_threshold(features: np.ndarray, learners: list[str]) -> float:
     """The threshold by a loop over every candidate: balanced accuracy of 'nearest other clip'
     distances (<= t) against 'nearest clip of another learner' distances (> t)."""
@@ -25,11 +50,11 @@ def naive_threshold(features: np.ndarray, learners: list[str]) -> float:
         seen.append(min(others))
         unseen.append(min(float(np.linalg.norm(features[i] - features[j])) for j in range(n)
                           if learners[j] != learners[i]))
-    best, best_t = -1.0, None
+    best, best_t = -1, None
     for t in sorted(set(seen) | set(unseen)):
-        accuracy = (sum(s <= t for s in seen) / n + sum(u > t for u in unseen) / n) / 2
-        if accuracy > best + 1e-12:
-            best, best_t = accuracy, t
+        correct = sum(s <= t for s in seen) + sum(u > t for u in unseen)  # balanced accuracy x 2n
+        if correct > best:
+            best, best_t = correct, t
     return best_t
 
 
@@ -39,7 +64,8 @@ def test_threshold_by_hand_on_two_learners_far_apart():
     Every threshold in [2, 8) separates them; the smallest candidate is 2."""
     features = np.array([[0.0], [1.0], [10.0], [12.0]])
     retriever = Retriever(features, [["x"]] * 4, ["a_0", "a_1", "b_0", "b_1"], ["a", "a", "b", "b"],
-                          mean=np.zeros(1), std=np.ones(1))
+                          mean=np.zeros(1), std=np.ones(1), bones=np.ones((4, 21)))  # equal bones: no say
+    assert retriever.gate_features()[:, 1:].tolist() == [[0.0] * 21] * 4
     assert retriever.familiar_threshold() == pytest.approx(2.0)
     assert naive_threshold(features, ["a", "a", "b", "b"]) == pytest.approx(2.0)
 
@@ -48,8 +74,10 @@ def test_threshold_equals_a_naive_loop_on_toy_and_bx_clips(bx_dir_or_none, monke
     import dataloaders.retrieval as retrieval
     from dataloaders.records import load_records
 
-    records = toy_records() if bx_dir_or_none is None else load_records(bx_dir_or_none / "BX_train.pkl")
-    expected = naive_threshold(Retriever.from_records(records).features, [learner_of(r) for r in records])
+    records = toy_records() if bx_dir_or_none is None else load_records(bx_dir_or_none / "BX_train.pkl")[:60]
+    space, _ = naive_gate_space(records, [])
+    np.testing.assert_allclose(Retriever.from_records(records).gate_features(), space, rtol=1e-9, atol=1e-9)
+    expected = naive_threshold(space, [learner_of(r) for r in records])
     assert Retriever.from_records(records).familiar_threshold() == pytest.approx(expected, rel=1e-12)
     monkeypatch.setattr(retrieval, "FAMILIAR_BLOCK", 1)  # one row a block: the same threshold
     assert Retriever.from_records(records).familiar_threshold() == pytest.approx(expected, rel=1e-12)
@@ -60,22 +88,19 @@ def test_familiar_flags_equal_a_naive_nearest_distance(exclude):
     train = toy_records()
     queries = [dict(train[0], video_name="a_copy"), record("z_far", 7.0, ["q"], seed=8), *train[:2], train[-1]]
     retriever = Retriever.from_records(train)
-    feats = np.stack([naive_features(r) for r in train])
-    mean, std = feats.mean(axis=0), feats.std(axis=0)
-    std[std == 0] = 1.0
+    train_space, query_space = naive_gate_space(train, queries)
     expected = []
-    for q in queries:
-        z = (naive_features(q) - mean) / std
+    for q, z in zip(queries, query_space):
         allowed = [i for i, r in enumerate(train)
                    if not (exclude != "none" and r["video_name"] == q["video_name"])
                    and not (exclude == "learner" and learner_of(r) == learner_of(q))]
-        nearest = min(np.linalg.norm(z - (naive_features(train[i]) - mean) / std) for i in allowed)
+        nearest = min(np.linalg.norm(z - train_space[i]) for i in allowed)
         expected.append(bool(nearest <= retriever.familiar_threshold()))
     assert retriever.familiar(queries, exclude) == expected
     if exclude != "learner":
         assert expected[0] and not expected[1]  # a copy of a training clip, and a clip far from every one
     for scale in (0.5, 2.0):
-        nearest = retriever.distances(queries, exclude).min(axis=1)
+        nearest = retriever.distances(queries, exclude, space="gate").min(axis=1)
         assert retriever.familiar(queries, exclude, scale) == \
             [bool(d <= scale * retriever.familiar_threshold()) for d in nearest]
 
@@ -101,6 +126,16 @@ def test_familiar_on_bx_tells_seen_learners_from_held_out_ones(bx_dir):
     seen_rate = np.mean(retriever.familiar(queries_seen, "self"))
     unseen_rate = np.mean(retriever.familiar(unseen, "self"))
     assert seen_rate > unseen_rate, (seen_rate, unseen_rate)
+
+
+def test_a_retrieval_state_without_bone_lengths_is_refused_for_the_gate_only():
+    train = toy_records()
+    state = Retriever.from_records(train).state_dict()
+    assert len(state["bones"]) == len(train) and len(state["bones"][0]) == 21
+    old = Retriever.from_state({k: v for k, v in state.items() if k != "bones"})
+    assert old.neighbours(train, 2) == Retriever.from_state(state).neighbours(train, 2)  # retrieval as before
+    with pytest.raises(ValueError, match="needs the training clips' bone lengths"):
+        old.familiar(train)
 
 
 def test_per_clip_flags_and_their_refusal():
