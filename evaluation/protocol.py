@@ -15,8 +15,8 @@ bootstrap intervals over test clips of the model's CIDEr and BLEU-4 and of their
 consensus retrieval; ``summary.json`` and ``summary.md`` are written beside the runs.
 
 ``--decode-from EXPERIMENT`` trains nothing: each run takes the ``best.pt`` (and tokenizer) of the
-same run of an earlier experiment and captions its validation and test splits again with other
-``eval.*`` keys, e.g. another reranking:
+same run of an earlier experiment and captions its validation and test splits again with the
+``eval.*`` keys of the config given (file and overrides), e.g. another reranking:
 
     python -m evaluation.protocol --cfg_file configs/boxing.yaml --protocol official \
         --decode-from boxing experiment=boxing_redecoded eval.rerank_candidates=retrieved
@@ -222,6 +222,12 @@ def check_same_split(run: Run, src: schema.Config, source_config: Path) -> None:
                              f"({len(a ^ b)} differ); give the --cfg_file and data overrides it was trained with")
 
 
+def decoding_overrides(cfg: schema.Config) -> list[str]:
+    """Every ``eval.*`` key of the config given (its file and its overrides) as an override line,
+    so that ``--decode-from`` captions with this config's decoding, not the source run's."""
+    return [f"{key}={json.dumps(value)}" for key, value in _flat({"eval": schema.to_dict(cfg)["eval"]}).items()]
+
+
 def decode(run: Run, config: Path, overrides: list[str], splits: Sequence[str] = ("val", "test")) -> None:
     """Caption the run's validation and test splits (or ``splits``) with its best.pt in a child process."""
     command = [sys.executable, str(REPO_ROOT / "train_t5_stagcn.py"), "--cfg_file", str(config), *overrides,
@@ -362,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.decode_from:
             source = REPO_ROOT / cfg.results_dir / args.decode_from / "protocol" / args.protocol / run.name
             print(f"[{i}/{len(runs)}] {run.name}: captioning again with {source}'s best.pt ...", flush=True)
-            decode(run, prepare_decode(run, source, cfg), [o for o in args.overrides if o.startswith("eval.")],
+            decode(run, prepare_decode(run, source, cfg), decoding_overrides(cfg),
                    ("val",) if args.val_only else ("val", "test"))
         else:
             print(f"[{i}/{len(runs)}] {run.name}: training in {run.folder} ...", flush=True)

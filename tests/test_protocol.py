@@ -220,3 +220,25 @@ def test_new_learner_runs_never_retrieve_a_text_of_the_clips_own_learner(tmp_pat
                                                 f"({field}) texts of its own learner {own}")
                     checked += 1
         assert checked == 2 * (len(train) + len(val) + len(test))
+
+
+
+def test_decode_from_captions_with_the_given_configs_decoding(tmp_path):
+    """--decode-from loads the source run's config.yaml with every eval.* key of the config given
+    (file and overrides) as overrides, so the shipped file's decoding applies without being
+    repeated on the command line."""
+    import yaml
+
+    from configs import schema
+
+    given = schema.load_config(REPO / "configs" / "boxing.yaml", ["eval.rerank_gate=0.5"])
+    source = schema.load_config(REPO / "configs" / "boxing.yaml",
+                                ["eval.rerank_candidates=generated", "eval.rerank_logprob=0", "eval.num_beams=1"])
+    saved = tmp_path / "config.yaml"  # a source run's config, decoded otherwise
+    saved.write_text(yaml.safe_dump(schema.to_dict(source), sort_keys=False))
+    overrides = protocol.decoding_overrides(given)
+    assert overrides and all(o.startswith("eval.") for o in overrides)
+    again = schema.load_config(saved, overrides)
+    assert schema.to_dict(again)["eval"] == schema.to_dict(given)["eval"]
+    assert schema.to_dict(again)["model"] == schema.to_dict(source)["model"]
+    assert (again.eval.rerank_candidates, again.eval.rerank_gate, again.eval.num_beams) == ("gated", 0.5, 3)
