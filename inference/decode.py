@@ -104,10 +104,11 @@ def reranked_captions(model: Any, batch: Mapping[str, Any], *, candidates: int, 
     texts are candidates too, each scored against the others), ``"retrieved"`` (the pool's texts
     alone: nothing is generated, the model only scores) or ``"gated"`` (``"retrieved"`` for the
     clips the batch marks ``familiar``, whose nearest training clip is likely of their own learner,
-    ``"generated"`` for the others; see :meth:`dataloaders.retrieval.Retriever.familiar`). ``logprob_weight``
-    (``eval.rerank_logprob``): each candidate's score gains that weight times the model's
-    log-probability of it given the clip (:meth:`models.captioner.Captioner.text_log_probs`); under
-    ``"gated"`` only the familiar clips' retrieved texts are so scored.
+    ``"generated"`` for the others; see :meth:`dataloaders.retrieval.Retriever.familiar`).
+    ``logprob_weight`` (``eval.rerank_logprob``): each candidate's score gains that weight times
+    the model's log-probability of it given the clip
+    (:meth:`models.captioner.Captioner.text_log_probs`); under ``"gated"`` only the familiar
+    clips' retrieved texts are so scored.
     The global random state is changed; callers that care fork it."""
     n = len(batch["video_names"])
     retrieved = retrieved_flags(batch, source)  # (N,): which clips rerank their pool's texts alone or too
